@@ -1,0 +1,115 @@
+"""Fixtures for end-to-end tests on a jetsim fleet (emulated Orin NX hosts in privileged containers).
+
+Needs root (dockerd, debootstrap, routes). The fleet is started once per session and removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests/jetsim"))
+
+import harness  # noqa: E402
+
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+"
+    r"failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+)",
+    re.M,
+)
+TIMINGS: dict[str, float] = {}
+
+
+@dataclass
+class PlayResult:
+    rc: int
+    output: str
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def changed(self) -> dict[str, int]:
+        return {host: stats["changed"] for host, stats in self.recap.items()}
+
+
+@dataclass
+class Fleet:
+    inventory: Path
+    hosts: list[str]
+
+    def playbook(self, playbook: str, *args: str, timing: str | None = None) -> PlayResult:
+        env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+               "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0"}  # fmt: skip
+        started = time.monotonic()
+        proc = subprocess.run(
+            ["ansible-playbook", "-i", str(self.inventory), playbook, *args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+        seconds = time.monotonic() - started
+        if timing:
+            TIMINGS[timing] = round(seconds, 1)
+        output = proc.stdout + proc.stderr
+        recap = {
+            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in RECAP.finditer(output)
+        }
+        return PlayResult(proc.returncode, output, recap, seconds)
+
+    def exec(self, host: str, *command: str, check: bool = True) -> str:
+        """Run a command on a host through the container runtime (a back door independent of SSH)."""
+        docker = harness.ensure_daemon()
+        return docker("exec", harness.container(host), *command, check=check)
+
+    def boot_id(self, host: str) -> str:
+        return self.exec(host, "cat", "/proc/sys/kernel/random/boot_id").strip()
+
+    def power_mode(self, host: str) -> str:
+        for line in self.exec(host, "nvpmodel", "-q").splitlines():
+            if line.startswith("NV Power Mode:"):
+                return line.split(":", 1)[1].strip()
+        raise AssertionError(f"nvpmodel -q on {host} printed no power mode")
+
+    def clocks(self, host: str) -> dict[str, object]:
+        return json.loads(self.exec(host, "cat", "/run/jetsim/clocks.json", check=False) or "{}")
+
+    def exists(self, host: str, path: str) -> bool:
+        return self.exec(host, "sh", "-c", f"test -e {path} && echo yes", check=False).strip() == "yes"
+
+    def reboot(self, host: str) -> None:
+        """Reboot from inside (systemd), then wait for the new boot to finish."""
+        harness.reboot_host(host)
+
+    def recreate(self, host: str, **settings: str) -> None:
+        harness.recreate(host, settings.get("variant"), settings.get("power_mode"))
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("jetsim needs root (dockerd, debootstrap, routes)")
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Fleet]:
+    _require_root()
+    started = time.monotonic()
+    inventory = harness.up(3, "orin-nx-16-super", {"jetson-3": {"power_mode": "15W"}})
+    TIMINGS["jetsim up (3 hosts)"] = round(time.monotonic() - started, 1)
+    try:
+        yield Fleet(inventory, ["jetson-1", "jetson-2", "jetson-3"])
+    finally:
+        harness.down()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("jetsim timings (seconds)")
+        for name, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{name:45} {seconds:8.1f}")
