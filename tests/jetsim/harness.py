@@ -92,13 +92,11 @@ class Docker:
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "1"}
+        self.env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "0"}
 
     def __call__(self, *args: str, check: bool = True, input: str | bytes | None = None) -> str:
         binary = isinstance(input, bytes)
-        proc = subprocess.run(
-            ["docker", *args], capture_output=True, text=not binary, input=input, env=self.env
-        )
+        proc = subprocess.run(["docker", *args], capture_output=True, text=not binary, input=input, env=self.env)
         out = proc.stdout.decode() if binary else proc.stdout
         err = proc.stderr.decode() if binary else proc.stderr
         if check and proc.returncode != 0:
@@ -396,8 +394,7 @@ def write_state(specs: list[HostSpec], known_hosts: dict[str, str]) -> Path:
             "children": {
                 "jetsons": {
                     "hosts": {
-                        spec.name: {"ansible_host": spec.address, "jetsim_variant": spec.variant}
-                        for spec in specs
+                        spec.name: {"ansible_host": spec.address, "jetsim_variant": spec.variant} for spec in specs
                     },
                     "vars": {
                         "ansible_user": ADMIN_USER,

@@ -21,8 +21,7 @@ R35_4_1 = (
     "DATE: Tue Aug  1 19:57:35 UTC 2023\n"
 )
 R36_4_NO_PATCH = (
-    "# R36 (release), REVISION: 4, GCID: 37537400, BOARD: generic, EABI: aarch64, "
-    "DATE: Fri Sep 13 04:36:44 UTC 2024\n"
+    "# R36 (release), REVISION: 4, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024\n"
 )
 
 
@@ -65,9 +64,7 @@ _PARAMS = (
 
 def _mode(mode_id: int, name: str, cores: int, cpu_max: str, gpu_max: str, emc: str) -> str:
     return (
-        f"\n< POWER_MODEL ID={mode_id} NAME={name} >\n"
-        + _cpu_online(cores)
-        + "TPC_POWER_GATING TPC_PG_MASK 0\n"
+        f"\n< POWER_MODEL ID={mode_id} NAME={name} >\n" + _cpu_online(cores) + "TPC_POWER_GATING TPC_PG_MASK 0\n"
         "GPU_POWER_CONTROL_ENABLE GPU_PWR_CNTL_EN on\n"
         "CPU_A78_0 MIN_FREQ 729600\n"
         f"CPU_A78_0 MAX_FREQ {cpu_max}\n"
@@ -249,9 +246,7 @@ def test_identify_orin_nx_super() -> None:
 
 def test_identify_super_from_model_only() -> None:
     compatible = ["nvidia,p3768-0000+p3767-0000", "nvidia,p3767-0000", "nvidia,tegra234"]
-    info = jetson.identify_module(
-        compatible, "NVIDIA Jetson Orin NX Engineering Reference Developer Kit Super"
-    )
+    info = jetson.identify_module(compatible, "NVIDIA Jetson Orin NX Engineering Reference Developer Kit Super")
     assert info["super"] is True
     assert info["carrier"] == "p3768-0000"
 
@@ -306,9 +301,7 @@ def test_identify_not_a_jetson() -> None:
         "super": False,
         "soc": None,
     }
-    assert (
-        jetson.identify_module(["raspberrypi,5-model-b", "brcm,bcm2712"], "Raspberry Pi 5")["module"] is None
-    )
+    assert jetson.identify_module(["raspberrypi,5-model-b", "brcm,bcm2712"], "Raspberry Pi 5")["module"] is None
 
 
 # --- nvpmodel.conf ---------------------------------------------------------------------------------
@@ -466,8 +459,7 @@ def test_meminfo() -> None:
 
 def test_docker_daemon_json() -> None:
     text = (
-        '{"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "runtimeArgs": []}},'
-        ' "default-runtime": "nvidia"}'
+        '{"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "runtimeArgs": []}}, "default-runtime": "nvidia"}'
     )
     assert jetson.parse_docker_daemon_json(text) == {"runtimes": ["nvidia"], "default_runtime": "nvidia"}
     assert jetson.parse_docker_daemon_json(None) == {"runtimes": [], "default_runtime": None}

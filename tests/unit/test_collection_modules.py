@@ -150,9 +150,7 @@ def test_nvpmodel_live_switch(tmp_path: Path, capsys: Any, monkeypatch: pytest.M
     assert fake.state["answers"] == []
 
 
-def test_nvpmodel_reboot_needed_is_declined(
-    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_nvpmodel_reboot_needed_is_declined(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeNvpmodel(tmp_path, current=2)  # 15W: 4 cores -> MAXN_SUPER: 8 cores
     result = run_module(nvpmodel.main, fake.args("MAXN_SUPER"), capsys, monkeypatch)
     assert result["changed"] is False
@@ -228,9 +226,7 @@ def test_nvpmodel_binary_from_path(tmp_path: Path, capsys: Any, monkeypatch: pyt
 
 def test_nvpmodel_missing_conf(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeNvpmodel(tmp_path, current=1)
-    result = run_module(
-        nvpmodel.main, fake.args("15W", conf=str(tmp_path / "absent.conf")), capsys, monkeypatch
-    )
+    result = run_module(nvpmodel.main, fake.args("15W", conf=str(tmp_path / "absent.conf")), capsys, monkeypatch)
     assert result["failed"] is True
     assert "cannot read nvpmodel configuration" in result["msg"]
 
@@ -273,9 +269,7 @@ def make_jetson_tree(root: Path) -> dict[str, Any]:
     dt = root / "proc/device-tree"
     dt.mkdir(parents=True)
     (dt / "model").write_bytes(b"NVIDIA Jetson Orin NX Engineering Reference Developer Kit Super\x00")
-    (dt / "compatible").write_bytes(
-        b"nvidia,p3768-0000+p3767-0000-super\x00nvidia,p3767-0000\x00nvidia,tegra234\x00"
-    )
+    (dt / "compatible").write_bytes(b"nvidia,p3768-0000+p3767-0000-super\x00nvidia,p3767-0000\x00nvidia,tegra234\x00")
     cuda = root / "usr/local/cuda-12.6"
     cuda.mkdir(parents=True)
     (cuda / "version.json").write_text(json.dumps({"cuda": {"name": "CUDA SDK", "version": "12.6.68"}}))
@@ -324,9 +318,7 @@ def test_facts_jetson_tree(tmp_path: Path, capsys: Any, monkeypatch: pytest.Monk
     )
     assert facts["nvpmodel"]["default"] == 2
     assert [m["name"] for m in facts["nvpmodel"]["modes"]] == [name for _, name, _ in SUPER_MODES]
-    assert facts["nvpmodel"]["conf_path"] == str(
-        tmp_path / "root/etc/nvpmodel/nvpmodel_p3767_0000_super.conf"
-    )
+    assert facts["nvpmodel"]["conf_path"] == str(tmp_path / "root/etc/nvpmodel/nvpmodel_p3767_0000_super.conf")
     models_dir, opt = args["disk_paths"]
     assert facts["disk_checked_path"] == {models_dir: opt, opt: opt}
     assert isinstance(facts["disk_free_mb"][models_dir], int)

@@ -64,9 +64,7 @@ _RELEASE_HEAD_RE = re.compile(
     re.IGNORECASE,
 )
 _RELEASE_FIELD_RE = re.compile(r"(?P<key>[A-Z_]+):\s*(?P<value>[^,]*?)\s*(?=,|$)")
-_DPKG_VERSION_RE = re.compile(
-    r"^\s*(?:\d+:)?(?P<major>\d+)\.(?P<minor>\d+)(?:\.(?P<patch>\d+))?(?:[-+~.]|\s*$)"
-)
+_DPKG_VERSION_RE = re.compile(r"^\s*(?:\d+:)?(?P<major>\d+)\.(?P<minor>\d+)(?:\.(?P<patch>\d+))?(?:[-+~.]|\s*$)")
 _L4T_VERSION_RE = re.compile(r"^\s*[Rr]?(?P<major>\d+)(?:\.(?P<minor>\d+))?(?:\.(?P<patch>\d+))?\s*$")
 
 
@@ -372,8 +370,7 @@ def mode_names(conf: Mapping[str, Any]) -> list[str]:
 def mode_summaries(conf: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``[{"id", "name", "cpu_online"}, ...]`` without the settings."""
     return [
-        {"id": mode["id"], "name": mode["name"], "cpu_online": mode.get("cpu_online")}
-        for mode in conf.get("modes", [])
+        {"id": mode["id"], "name": mode["name"], "cpu_online": mode.get("cpu_online")} for mode in conf.get("modes", [])
     ]
 
 
