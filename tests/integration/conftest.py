@@ -58,8 +58,10 @@ class Fleet:
         if timing:
             TIMINGS[timing] = round(seconds, 1)
         output = proc.stdout + proc.stderr
-        recap = {
-            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in RECAP.finditer(output)
+        recap = {  # the fleet's hosts; the summary play's localhost is left out
+            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+            for m in RECAP.finditer(output)
+            if m["host"] != "localhost"
         }
         return PlayResult(proc.returncode, output, recap, seconds)
 

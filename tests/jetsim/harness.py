@@ -350,9 +350,16 @@ def create_host(docker: Docker, image: str, runtime: str | None, spec: HostSpec)
 def wait_booted(docker: Docker, spec: HostSpec) -> str:
     """Wait for systemd to finish booting, then return the host's SSH host key line."""
     name = container(spec.name)
-    state = docker(
-        "exec", name, "timeout", str(BOOT_TIMEOUT_S), "systemctl", "is-system-running", "--wait", check=False
-    ).strip()
+    deadline = time.monotonic() + BOOT_TIMEOUT_S
+    while True:
+        # Right after a (re)start PID 1 may still be jetsim-init, or systemd without its bus yet:
+        # systemctl then prints nothing or "offline"; --wait covers the rest of the boot.
+        state = docker(
+            "exec", name, "timeout", str(BOOT_TIMEOUT_S), "systemctl", "is-system-running", "--wait", check=False
+        ).strip()
+        if state not in ("", "offline", "unknown") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     if state != "running":
         failed = docker("exec", name, "systemctl", "--failed", "--no-legend", "--plain", check=False)
         raise JetsimError(f"{spec.name} booted into state {state!r}; failed units:\n{failed}")

@@ -22,8 +22,8 @@ from typing import Any, BinaryIO
 __all__ = [
     "CACHE_TYPE_BLOCKS",
     "DEFAULT_OVERHEAD_BYTES",
-    "GGUFError",
     "MIB",
+    "GGUFError",
     "estimate_memory",
     "model_summary",
     "read_gguf_metadata",

@@ -29,8 +29,8 @@ try:
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
-        HFValidationError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
@@ -358,10 +358,10 @@ class Fetcher:
 
     def run(self) -> NoReturn:
         if self.expected:
-            paths = cache_paths(self.cache_dir, self.expected, self.filename)
-            stored = cached_size(paths)
+            pinned = cache_paths(self.cache_dir, self.expected, self.filename)
+            stored = cached_size(pinned)
             if stored is not None:
-                self.done(paths, stored, changed=False)
+                self.done(pinned, stored, changed=False)
 
         if HF_HUB_IMPORT_ERROR is not None:
             self.module.fail_json(msg=missing_required_lib("huggingface_hub"), exception=HF_HUB_IMPORT_ERROR)
