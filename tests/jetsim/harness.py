@@ -169,7 +169,11 @@ def ensure_daemon() -> Docker:
     private = Docker(f"unix://{RUN_DIR / 'docker.sock'}", private=True)
     pidfile = RUN_DIR / "docker.pid"
     if _pid_alive(pidfile) and private.ok("version"):
-        return private
+        root = private("info", "-f", "{{.DockerRootDir}}", check=False).strip()
+        if root == str(CACHE / "docker") and Path(root).is_dir():
+            return private
+        log(f"the running private dockerd uses {root!r}, not {CACHE / 'docker'}; restarting it")
+        stop_private_daemon()
     ensure_system_packages()
     ensure_blackhole()
     log("starting a private dockerd")

@@ -277,6 +277,10 @@ def test_estimate_rejects_bad_settings(tmp_path: Path) -> None:
 # --- gguf_memory_fit module ----------------------------------------------------------------------------
 
 
+def test_fit_documentation_matches_the_argument_spec() -> None:
+    assert runner.doc_mismatches(gguf_memory_fit) == []
+
+
 def fit(args: dict[str, Any], capsys: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     result: dict[str, Any] = runner.run_module(gguf_memory_fit.main, args, capsys, monkeypatch)
     return result

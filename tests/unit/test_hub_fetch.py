@@ -85,6 +85,10 @@ def stored_digests(cache: Path) -> list[str]:
 # --- happy path and idempotence ----------------------------------------------------------------------------
 
 
+def test_documentation_matches_the_argument_spec() -> None:
+    assert runner.doc_mismatches(hf_model_fetch) == []
+
+
 def test_first_fetch_downloads_once_and_stores_by_content(
     hub: Any, cache: Path, model_bytes: bytes, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

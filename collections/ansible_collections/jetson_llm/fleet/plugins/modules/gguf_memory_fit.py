@@ -200,25 +200,24 @@ def overflow_message(
     )
 
 
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "path": {"type": "path", "required": True},
+    "ctx_size": {"type": "int", "default": 4096},
+    "ctx_is_total": {"type": "bool", "default": True},
+    "parallel": {"type": "int", "default": 1},
+    "cache_type_k": {"type": "str", "default": "f16", "choices": list(CACHE_TYPE_BLOCKS)},
+    "cache_type_v": {"type": "str", "default": "f16", "choices": list(CACHE_TYPE_BLOCKS)},
+    "ubatch": {"type": "int", "default": 512},
+    "flash_attn": {"type": "bool", "default": True},
+    "memtotal_mb": {"type": "int", "required": True},
+    "reserve_mb": {"type": "int", "default": 2048},
+    "overhead_mb": {"type": "int", "default": 256},
+    "fail_on_overflow": {"type": "bool", "default": True},
+}
+
+
 def main() -> None:
-    cache_types = list(CACHE_TYPE_BLOCKS)
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "ctx_size": {"type": "int", "default": 4096},
-            "ctx_is_total": {"type": "bool", "default": True},
-            "parallel": {"type": "int", "default": 1},
-            "cache_type_k": {"type": "str", "default": "f16", "choices": cache_types},
-            "cache_type_v": {"type": "str", "default": "f16", "choices": cache_types},
-            "ubatch": {"type": "int", "default": 512},
-            "flash_attn": {"type": "bool", "default": True},
-            "memtotal_mb": {"type": "int", "required": True},
-            "reserve_mb": {"type": "int", "default": 2048},
-            "overhead_mb": {"type": "int", "default": 256},
-            "fail_on_overflow": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     path = params["path"]
     for name in ("parallel", "ubatch", "memtotal_mb"):

@@ -345,7 +345,7 @@ class Fetcher:
             if problem:
                 self.fail(
                     f"verification failed for {self.repo_id}/{self.filename} at revision {self.revision} "
-                    f"(commit {commit}): {problem} ({actual_size} bytes). The download was deleted; nothing in "
+                    f"(commit {commit}): {problem}. The download ({actual_size} bytes) was deleted; nothing in "
                     f"{self.cache_dir} was replaced.",
                     actual_sha256=actual,
                 )
@@ -390,20 +390,20 @@ class Fetcher:
         raise AssertionError("download returned")
 
 
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "repo_id": {"type": "str", "required": True},
+    "filename": {"type": "str", "required": True},
+    "revision": {"type": "str", "default": "main"},
+    "sha256": {"type": "str"},
+    "cache_dir": {"type": "path", "default": DEFAULT_CACHE_DIR},
+    "token": {"type": "str", "no_log": True},
+    "endpoint": {"type": "str"},
+    "timeout": {"type": "int", "default": 30},
+}
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "repo_id": {"type": "str", "required": True},
-            "filename": {"type": "str", "required": True},
-            "revision": {"type": "str", "default": "main"},
-            "sha256": {"type": "str"},
-            "cache_dir": {"type": "path", "default": DEFAULT_CACHE_DIR},
-            "token": {"type": "str", "no_log": True},
-            "endpoint": {"type": "str"},
-            "timeout": {"type": "int", "default": 30},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     Fetcher(module).run()
 
 
