@@ -36,12 +36,15 @@ import variants  # noqa: E402
 REPO = HERE.parents[1]
 CACHE = Path(os.environ.get("JETSIM_CACHE_DIR") or Path.home() / ".cache/jetson-llm-fleet/jetsim")
 RUN_DIR = Path(os.environ.get("JETSIM_RUN_DIR") or "/run/jetson-llm-fleet-jetsim")
-STATE = Path(os.environ.get("JETSIM_STATE_DIR") or CACHE / "fleet")
+# Several fleets may coexist (one per developer task): JETSIM_FLEET names one, JETSIM_SUBNET_INDEX (1-99)
+# gives it the network 10.203.<index>.0/24.
+FLEET = os.environ.get("JETSIM_FLEET") or "jetsim"
+_INDEX = int(os.environ.get("JETSIM_SUBNET_INDEX") or 1)
+STATE = Path(os.environ.get("JETSIM_STATE_DIR") or CACHE / ("fleet" if FLEET == "jetsim" else f"fleet-{FLEET}"))
 RESERVED = ipaddress.ip_network("10.203.0.0/16")
-SUBNET = ipaddress.ip_network("10.203.1.0/24")
-FLEET = "jetsim"
+SUBNET = ipaddress.ip_network(f"10.203.{_INDEX}.0/24")
 NETWORK = f"{FLEET}-net"
-BRIDGE = "jetsim0"
+BRIDGE = "jetsim0" if _INDEX == 1 else f"jetsim{_INDEX}"
 LABEL = f"jetsim.fleet={FLEET}"
 ADMIN_USER = "jetson"
 SUITE = "bookworm"
@@ -374,6 +377,8 @@ def wait_booted(docker: Docker, spec: HostSpec) -> str:
 
 
 def fleet_specs(hosts: int, variant: str, overrides: dict[str, dict[str, str]]) -> list[HostSpec]:
+    if not 1 <= _INDEX <= 99:
+        raise JetsimError(f"JETSIM_SUBNET_INDEX must be 1-99, got {_INDEX}")
     if not 1 <= hosts <= 200:
         raise JetsimError(f"--hosts must be between 1 and 200, got {hosts}")
     specs = []
@@ -500,7 +505,8 @@ def recreate(name: str, variant: str | None, power_mode: str | None) -> Path:
 def down() -> None:
     docker = ensure_daemon()
     remove_fleet(docker)
-    if docker.private:
+    others = docker("ps", "-aq", "--filter", "label=jetsim.fleet").split()
+    if docker.private and not others:
         stop_private_daemon()
     for name in ("fleet.json", "inventory.yml", "known_hosts"):
         (STATE / name).unlink(missing_ok=True)
