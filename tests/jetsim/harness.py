@@ -131,6 +131,32 @@ def _pid_alive(pidfile: Path) -> int | None:
     return pid if b"dockerd" in cmdline else None
 
 
+def _process_gone(pid: int) -> bool:
+    """True once pid has exited; reaps it when it is our child (a dockerd this process started)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def _remove_stale_links() -> None:
+    """Interfaces left by a killed private dockerd: veths enslaved to the jetsim bridges, and the bridges."""
+    links = json.loads(sh("ip", "-j", "link", "show", check=False) or "[]")
+    for link in links:
+        name, master = link.get("ifname", ""), link.get("master", "")
+        if master.startswith("jetsim") and name.startswith("veth"):
+            subprocess.run(["ip", "link", "delete", name], capture_output=True)
+    for link in links:
+        if link.get("ifname", "").startswith("jetsim") and link.get("link_type") == "ether":
+            subprocess.run(["ip", "link", "delete", link["ifname"]], capture_output=True)
+
+
 def _unmount_under(*roots: Path) -> None:
     """Lazily unmount leftovers (overlay, netns, shm) of a dockerd that was killed."""
     prefixes = tuple(str(root) + "/" for root in roots)
@@ -181,6 +207,7 @@ def ensure_daemon() -> Docker:
     ensure_blackhole()
     log("starting a private dockerd")
     _unmount_under(RUN_DIR, CACHE / "docker")
+    _remove_stale_links()
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     RUN_DIR.mkdir(parents=True)
     (CACHE / "docker").mkdir(parents=True, exist_ok=True)
@@ -209,9 +236,9 @@ def stop_private_daemon() -> None:
     log(f"stopping the private dockerd (pid {pid})")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while not _process_gone(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if Path(f"/proc/{pid}").exists():
+    if not _process_gone(pid):
         os.kill(pid, signal.SIGKILL)
 
 
