@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import stat
-import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import hub as hubsim
+import module_runner as runner
 import pytest
+import tiny_gguf as tiny
 from ansible_collections.jetson_llm.fleet.plugins.module_utils.hf import read_record
 from ansible_collections.jetson_llm.fleet.plugins.modules import hf_model_fetch
 from huggingface_hub import constants, file_download
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-hubsim = _load("hubsim_fixture", REPO / "tests/fixtures/hub.py")
-tiny = _load("tiny_gguf_fixture", REPO / "tests/fixtures/tiny_gguf.py")
-runner = _load("module_runner_fixture", REPO / "tests/fixtures/module_runner.py")
 
 TOKEN = "hf_fetch_secret_9f8e7d6c5b4a"
 REPO_ID = "jetson-llm/tiny-llama-GGUF"
@@ -169,6 +156,49 @@ def test_file_outside_lfs_is_checked_against_the_git_blob_id(
     hub.set_fault(REPO_ID, "README.md", "corrupt")
     bad = fetch(hub, cache, capsys, monkeypatch, filename="README.md", cache_dir=str(cache / "b"))
     assert bad["failed"] is True and "git blob id" in bad["msg"]
+
+
+def test_metadata_only_downloads_nothing(
+    hub: Any, cache: Path, model_bytes: bytes, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = fetch(hub, cache, capsys, monkeypatch, download=False)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is False and result["downloaded"] is False and result["stored"] is False
+    assert result["path"] is None
+    assert result["sha256"] == sha(model_bytes) and result["sha256_source"] == "hub"
+    assert result["size"] == len(model_bytes)
+    assert result["commit"] == hub.commit_of(REPO_ID)
+    assert hub.count(prefix=f"/{REPO_ID}/resolve/") == 0
+    assert hub.count() == 1
+    assert stored_digests(cache) == [] and leftovers(cache) == []
+    # the same in check mode
+    would = fetch(hub, cache, capsys, monkeypatch, download=False, _ansible_check_mode=True)
+    assert would["changed"] is False and would["sha256"] == sha(model_bytes) and would["path"] is None
+
+
+def test_metadata_only_reports_a_stored_file_and_a_pin_mismatch(
+    hub: Any, cache: Path, model_bytes: bytes, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = fetch(hub, cache, capsys, monkeypatch)
+    assert first["stored"] is True
+    hub.clear_log()
+    again = fetch(hub, cache, capsys, monkeypatch, download=False)
+    assert again["path"] == first["path"] and again["stored"] is True and again["changed"] is False
+    assert hub.count(prefix=f"/{REPO_ID}/resolve/") == 0
+    pinned = fetch(hub, cache, capsys, monkeypatch, download=False, sha256=sha(model_bytes))
+    assert pinned["path"] == first["path"] and pinned["commit"] is None
+    assert hub.count() == 1  # the pinned, stored file needed no request
+    wrong = fetch(hub, cache / "w", capsys, monkeypatch, download=False, sha256="0" * 64)
+    assert wrong["failed"] is True and "not the pinned one" in wrong["msg"]
+
+
+def test_metadata_only_needs_a_digest(hub: Any, cache: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = fetch(hub, cache, capsys, monkeypatch, filename="README.md", download=False)
+    assert result["failed"] is True and "publishes no sha256" in result["msg"]
+    assert hub.count(prefix=f"/{REPO_ID}/resolve/") == 0
+    pinned = fetch(hub, cache, capsys, monkeypatch, filename="README.md", download=False, sha256=sha(b"# tiny llama\n"))
+    assert pinned.get("failed") is not True, pinned
+    assert pinned["path"] is None and pinned["sha256"] == sha(b"# tiny llama\n")
 
 
 # --- verification failures -----------------------------------------------------------------------------

@@ -62,6 +62,10 @@ description:
     nothing when that content is already stored.
   - The download is pinned to the commit the metadata request resolved O(revision) to, so a branch that
     moves in between cannot mix versions.
+  - With O(download=false) the module only resolves the revision, the digest and the size (one metadata
+    request, none when O(sha256) is given and the file is already stored) and downloads nothing, for
+    deployments where the devices fetch the file themselves from C(<endpoint>/<repo_id>/resolve/<commit>/<filename>)
+    and check it against RV(sha256).
   - Runs where the store is, normally the controller (C(delegate_to=localhost), C(run_once=true)), with
     an interpreter that has C(huggingface_hub) (see requirements.txt).
 author:
@@ -106,6 +110,14 @@ options:
     description: Seconds to wait for the hub to answer a metadata request or to send more download data.
     type: int
     default: 30
+  download:
+    description:
+      - V(false) resolves the metadata only (commit, sha256, size) and never downloads; RV(path) is then
+        the stored file when it is already in the store, else null.
+      - Fails when the hub publishes no sha256 for the file (a file outside LFS) and O(sha256) is not given,
+        because whoever downloads the file later could not verify it.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -140,7 +152,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 path:
-  description: The verified file in the store (in check mode, where it would be; null when the digest is unknown yet).
+  description: >-
+    The verified file in the store (in check mode, where it would be; null when the digest is unknown yet, and
+    with O(download=false) when the file is not in the store).
   returned: success
   type: str
   sample: /home/ops/.cache/jetson-llm-fleet/models/6c1a2b.../Llama-3.2-3B-Instruct-Q4_K_M.gguf
@@ -166,6 +180,10 @@ sha256_source:
   sample: hub
 downloaded:
   description: Whether a file was transferred in this run.
+  returned: success
+  type: bool
+stored:
+  description: Whether the verified file is in the store after this run (false in check mode before a download).
   returned: success
   type: bool
 repo_id:
@@ -203,6 +221,7 @@ class Fetcher:
         self.filename: str = params["filename"]
         expected = (params["sha256"] or "").strip().lower().removeprefix("sha256:")
         self.expected: str | None = expected or None
+        self.download_file: bool = params["download"]
         self.result: dict[str, Any] = {
             "changed": False,
             "repo_id": self.repo_id,
@@ -214,6 +233,7 @@ class Fetcher:
             "commit": None,
             "sha256_source": "expected" if self.expected else None,
             "downloaded": False,
+            "stored": False,
         }
         try:
             self.filename = validate_filename(self.filename)
@@ -237,13 +257,26 @@ class Fetcher:
         self.module.fail_json(msg=redact(msg, [self.token]), **self.result, **extra)
         raise AssertionError("fail_json returned")
 
-    def done(self, paths: CachePaths | None, size: int | None, changed: bool) -> NoReturn:
+    def done(self, paths: CachePaths | None, size: int | None, changed: bool, stored: bool = True) -> NoReturn:
         self.result.update(
             changed=changed,
             path=paths.path if paths else None,
             sha256=paths.sha256 if paths else None,
             size=size,
+            stored=stored and paths is not None,
         )
+        self.module.exit_json(**self.result)
+        raise AssertionError("exit_json returned")
+
+    def done_metadata(self, expected: str | None, size: int | None) -> NoReturn:
+        """download=false and the file is not stored: report what the hub says, download nothing."""
+        if expected is None:
+            self.fail(
+                f"the hub publishes no sha256 for {self.repo_id}/{self.filename} at revision {self.revision} "
+                "(the file is not stored in LFS), so a download elsewhere could not be verified: give sha256, "
+                "or let this module download the file (download=true)"
+            )
+        self.result.update(changed=False, path=None, sha256=expected, size=size, stored=False)
         self.module.exit_json(**self.result)
         raise AssertionError("exit_json returned")
 
@@ -384,8 +417,10 @@ class Fetcher:
             stored = cached_size(paths)
             if stored is not None:
                 self.done(paths, stored, changed=False)
+        if not self.download_file:
+            self.done_metadata(expected, size)
         if self.module.check_mode:
-            self.done(paths, size, changed=True)
+            self.done(paths, size, changed=True, stored=False)
         self.download(commit, expected, size, blob_id)
         raise AssertionError("download returned")
 
@@ -399,6 +434,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "token": {"type": "str", "no_log": True},
     "endpoint": {"type": "str"},
     "timeout": {"type": "int", "default": 30},
+    "download": {"type": "bool", "default": True},
 }
 
 

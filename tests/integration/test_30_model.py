@@ -1,0 +1,300 @@
+"""hf_model on a 3-host jetsim fleet: the hub is asked once per fleet, devices get a verified copy.
+
+A HubSim (tests/fixtures/hub.py) listens on the fleet bridge's gateway address, which the controller and,
+for hf_model_download_on: device, the emulated devices reach (the fleet network stays --internal). Every
+run is `site.yml --tags model` (preflight always runs, then the fetch play on localhost, then the device
+play in serial batches). The tests run in file order and share the fleet and the controller cache:
+
+  A (seed 0, main)  first deployment                 -> current A
+  B (seed 1, gated) upgrade with a token             -> current B, previous A
+  C (seed 2)        corrupt on the hub               -> refused on the controller
+  D (seed 3)        corrupt in the controller cache  -> refused on the canary
+  E (seed 4)        does not fit / no free space     -> refused before any change
+  F (seed 5)        downloaded by the devices        -> current F, previous B, A pruned
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import harness
+import hub as hubsim
+import pytest
+import tiny_gguf as tiny
+from conftest import Fleet, PlayResult
+
+pytestmark = pytest.mark.jetsim
+
+REPO_ID = "jetson-llm/tiny-llama-GGUF"
+GATED = "meta-llama/tiny-llama-gated-GGUF"
+FILE = "tiny-llama-test.F32.gguf"
+TOKEN = "hf_e2e_secret_Zq81vXk3mP0wLr"
+MODELS = "/opt/llm/models"
+DEVICE_DIRS = ["/opt", "/etc", "/home", "/root", "/var/log", "/tmp"]
+DEFAULT_VARIANT = "orin-nx-16-super"
+ONE_BATCH = ["100%"]  # fleet_serial for the runs that do not test the canary: one batch is faster
+# site.yml runs the preflight (tagged always), the model plays (tagged model) and the summary.
+PLAYBOOK = os.environ.get("HF_MODEL_E2E_PLAYBOOK", "site.yml")
+
+
+@dataclass
+class Env:
+    fleet: Fleet
+    hub: Any
+    cache: Path
+    models: dict[str, bytes]
+    tmp: Path
+
+    def sha(self, name: str) -> str:
+        return hashlib.sha256(self.models[name]).hexdigest()
+
+    def run(self, *args: str, timing: str | None = None, **variables: Any) -> PlayResult:
+        """site.yml --tags model with the hub, the controller cache and the given variables."""
+        extra = {
+            "hf_model_endpoint": self.hub.endpoint,
+            "hf_model_repo_id": REPO_ID,
+            "hf_model_filename": FILE,
+            "hf_model_revision": "main",
+            "hf_model_controller_cache_dir": str(self.cache),
+            **variables,
+        }
+        return self.fleet.playbook(PLAYBOOK, "--tags", "model", "-e", json.dumps(extra), *args, timing=timing)
+
+    def current(self, host: str) -> tuple[str, str]:
+        """(readlink of current.gguf, sha256 of what it resolves to)."""
+        target = self.fleet.exec(host, "readlink", f"{MODELS}/current.gguf", check=False).strip()
+        digest = self.fleet.exec(host, "sha256sum", f"{MODELS}/current.gguf", check=False).split()
+        return target, digest[0] if digest else ""
+
+    def stores(self, host: str) -> set[str]:
+        out = self.fleet.exec(host, "find", MODELS, "-mindepth", "1", "-maxdepth", "1", "-type", "d", check=False)
+        return {Path(line).name for line in out.split()}
+
+
+def _gguf(tmp: Path, seed: int) -> bytes:
+    return bytes(tiny.write_tiny_llama_gguf(tmp / f"seed{seed}.gguf", seed=seed).read_bytes())
+
+
+@pytest.fixture(scope="module")
+def env(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    # test_site.py may have left jetson-3 as an R35 host: bring back the fleet's initial jetson-3.
+    host_json = json.loads(fleet.exec("jetson-3", "cat", "/etc/jetsim/host.json", check=False) or "{}")
+    if host_json.get("variant") != DEFAULT_VARIANT:
+        fleet.recreate("jetson-3", variant=DEFAULT_VARIANT, power_mode="15W")
+    for host in fleet.hosts:
+        fleet.exec(host, "rm", "-rf", MODELS)
+    tmp = tmp_path_factory.mktemp("hf_model")
+    models = {name: _gguf(tmp, seed) for seed, name in enumerate("ABCDEF")}
+    gateway = str(harness.SUBNET.network_address + 1)  # reachable from the controller and the devices
+    with hubsim.HubSim(tokens=[TOKEN], host=gateway) as hub:
+        hub.add_file(REPO_ID, FILE, models["A"])
+        hub.add_file(GATED, FILE, models["B"], gated=True)
+        hub.add_file(REPO_ID, FILE, models["C"], revision="c-corrupt", commit="c" * 40)
+        hub.add_file(REPO_ID, FILE, models["E"], revision="e-big", commit="e" * 40)
+        hub.add_file(REPO_ID, FILE, models["F"], revision="f-device", commit="f" * 40)
+        yield Env(fleet, hub, tmp / "controller-cache", models, tmp)
+    for host in fleet.hosts:  # leave the devices as the other tests expect them
+        fleet.exec(host, "rm", "-rf", MODELS, check=False)
+
+
+def _assert_ok(result: PlayResult, hosts: list[str]) -> None:
+    assert result.rc == 0, result.output[-6000:]
+    assert set(result.recap) == set(hosts), result.output[-3000:]
+    for host, stats in result.recap.items():
+        assert stats["failed"] == 0 and stats["unreachable"] == 0, f"{host}: {stats}\n{result.output[-4000:]}"
+
+
+def _flat(result: PlayResult) -> str:
+    """The output with every run of whitespace as one space (the yaml callback wraps long messages)."""
+    return " ".join(result.output.split())
+
+
+def _file_gets(hub: Any, repo_id: str = REPO_ID) -> int:
+    return sum(1 for r in hub.matching("GET", f"/{repo_id}/resolve/") if r.path.endswith("/" + FILE))
+
+
+def test_first_run_fetches_once_and_distributes(env: Env) -> None:
+    env.hub.clear_log()
+    result = env.run(timing="model: first deployment (3 hosts)")
+
+    _assert_ok(result, env.fleet.hosts)
+    assert _file_gets(env.hub) == 1, list(env.hub.summary())  # once for the whole fleet
+    digest = env.sha("A")
+    assert (env.cache / digest / FILE).read_bytes() == env.models["A"]
+    assert oct(env.cache.stat().st_mode & 0o777) == "0o700"
+    for host in env.fleet.hosts:
+        assert result.recap[host]["changed"] > 0
+        assert env.current(host) == (f"{digest}/{FILE}", digest), host
+        mode = env.fleet.exec(host, "stat", "-c", "%a %U", f"{MODELS}/{digest}/{FILE}").split()
+        assert mode == ["444", "root"], host
+        record = env.fleet.exec(
+            host, "sh", "-c", f"cd {MODELS}/{digest} && cat {FILE}.sha256 && sha256sum -c {FILE}.sha256"
+        )
+        assert record.splitlines() == [f"{digest}  {FILE}", f"{FILE}: OK"], host
+        assert not env.fleet.exists(host, f"{MODELS}/previous.gguf")
+
+
+def test_rerun_changes_nothing_and_downloads_nothing(env: Env) -> None:
+    env.hub.clear_log()
+    again = env.run(timing="model: no-op re-run")
+
+    _assert_ok(again, env.fleet.hosts)
+    assert again.changed() == {host: 0 for host in env.fleet.hosts}, again.output[-4000:]
+    assert _file_gets(env.hub) == 0 and env.hub.count("HEAD") == 0, list(env.hub.summary())
+    assert env.hub.count("GET", "/api/models/") == 1  # the commit and digest, once per run
+
+    env.hub.clear_log()
+    pinned = env.run(hf_model_sha256=env.sha("A"), fleet_serial=ONE_BATCH, timing="model: no-op re-run, sha256 pinned")
+
+    _assert_ok(pinned, env.fleet.hosts)
+    assert pinned.changed() == {host: 0 for host in env.fleet.hosts}, pinned.output[-4000:]
+    assert env.hub.count() == 0, list(env.hub.summary())
+
+
+def test_check_mode_shows_an_upgrade_and_changes_nothing(env: Env) -> None:
+    env.hub.clear_log()
+    result = env.run(
+        "--check", "--diff", hf_model_revision="f-device", fleet_serial=ONE_BATCH, timing="model: --check, new revision"
+    )
+
+    _assert_ok(result, env.fleet.hosts)
+    assert _file_gets(env.hub) == 0, list(env.hub.summary())
+    assert not (env.cache / env.sha("F")).exists()
+    for host in env.fleet.hosts:
+        assert result.recap[host]["changed"] > 0  # it reports what would change
+        assert env.current(host)[1] == env.sha("A"), host
+        assert env.stores(host) == {env.sha("A")}, host
+
+
+def test_corrupt_download_is_refused_on_the_controller(env: Env) -> None:
+    env.hub.clear_log()
+    env.hub.set_fault(REPO_ID, FILE, "corrupt")
+    try:
+        result = env.run(hf_model_revision="c-corrupt", fleet_serial=ONE_BATCH)
+    finally:
+        env.hub.clear_faults()
+
+    assert result.rc != 0
+    flat = _flat(result)
+    assert "verification failed" in flat and env.sha("C") in flat, result.output[-4000:]
+    assert "No device was changed" in flat
+    assert _file_gets(env.hub) == 1
+    assert not (env.cache / env.sha("C")).exists()
+    for host in env.fleet.hosts:
+        assert result.recap[host]["changed"] == 0, result.recap
+        assert env.current(host)[1] == env.sha("A"), host
+        assert env.stores(host) == {env.sha("A")}, host
+
+
+def test_gated_repo_without_token_is_refused_clearly(env: Env) -> None:
+    result = env.run(hf_model_repo_id=GATED, fleet_serial=ONE_BATCH)
+
+    assert result.rc != 0
+    assert f"repo {GATED} is gated" in _flat(result) and "token" in _flat(result), result.output[-4000:]
+    for host in env.fleet.hosts:
+        assert result.recap[host]["changed"] == 0
+        assert env.current(host)[1] == env.sha("A"), host
+
+
+def test_gated_repo_with_token_upgrades_and_never_shows_the_token(env: Env) -> None:
+    vault = env.tmp / "secrets.yml"  # stands in for an ansible-vault file
+    vault.write_text(f"hf_model_token: {TOKEN}\n")
+    env.hub.clear_log()
+    result = env.fleet.playbook(
+        PLAYBOOK, "--tags", "model", "-vvv", "-e", f"@{vault}", "-e",
+        json.dumps({"hf_model_endpoint": env.hub.endpoint, "hf_model_repo_id": GATED, "hf_model_filename": FILE,
+                    "hf_model_controller_cache_dir": str(env.cache), "fleet_serial": ONE_BATCH}),
+        timing="model: upgrade from a gated repo, -vvv",
+    )  # fmt: skip
+
+    _assert_ok(result, env.fleet.hosts)
+    assert TOKEN not in result.output
+    gets = [r for r in env.hub.matching("GET", f"/{GATED}/resolve/") if r.path.endswith(FILE)]
+    assert len(gets) == 1 and gets[0].has_auth and gets[0].status == 200, list(env.hub.summary())
+    new, old = env.sha("B"), env.sha("A")
+    for host in env.fleet.hosts:
+        assert env.current(host) == (f"{new}/{FILE}", new), host
+        previous = env.fleet.exec(host, "readlink", f"{MODELS}/previous.gguf").strip()
+        assert previous == f"{old}/{FILE}", host
+        found = env.fleet.exec(host, "grep", "-rlsF", "--", TOKEN, *DEVICE_DIRS, check=False)
+        assert found.strip() == "", f"{host}: token found in {found}"
+
+
+def test_corrupt_controller_copy_is_refused_on_the_device(env: Env) -> None:
+    # A controller cache entry whose record is right but whose bytes are not (disk error, tampering):
+    # the controller trusts its record, the device hashes what it received. The last byte (tensor data)
+    # is flipped, so the GGUF header still reads and the memory check passes.
+    digest = env.sha("D")
+    bad = bytearray(env.models["D"])
+    bad[-1] ^= 0xFF
+    store = env.cache / digest
+    store.mkdir()
+    (store / FILE).write_bytes(bytes(bad))
+    (store / f"{FILE}.sha256").write_text(f"{digest}  {FILE}\n")
+    env.hub.clear_log()
+    try:
+        result = env.run(hf_model_sha256=digest)
+    finally:
+        shutil.rmtree(store)
+
+    assert result.rc != 0
+    assert env.hub.count() == 0  # pinned and cached: the hub is not asked
+    actual = hashlib.sha256(bad).hexdigest()
+    failed = [host for host, stats in result.recap.items() if stats["failed"]]
+    assert failed == ["jetson-1"], result.recap  # the canary; the rollout stops there
+    assert re.search(rf"jetson-1: the model copied to \S+ has sha256 {actual}, expected {digest}", _flat(result)), (
+        result.output[-4000:]
+    )
+    for host in env.fleet.hosts:
+        assert env.current(host)[1] == env.sha("B"), host
+        assert not env.fleet.exists(host, f"{MODELS}/{digest}/{FILE}"), host
+
+
+def test_model_that_does_not_fit_is_refused_before_any_change(env: Env) -> None:
+    result = env.run(hf_model_revision="e-big", hf_model_fit_ctx_size=100_000_000, fleet_serial=ONE_BATCH)
+
+    assert result.rc != 0
+    for host in env.fleet.hosts:
+        assert result.recap[host]["failed"] == 1 and result.recap[host]["changed"] == 0, result.recap
+        refusal = rf"{host} \(\d+ MiB RAM\): \S+ does not fit: weights .*? > available [\d,]+ MiB"
+        assert re.search(refusal, _flat(result)), result.output[-4000:]
+        assert env.stores(host) == {env.sha("A"), env.sha("B")}, host
+
+    no_space = env.run(hf_model_revision="e-big", hf_model_min_free_mb=1_000_000_000, fleet_serial=ONE_BATCH)
+
+    assert no_space.rc != 0
+    for host in env.fleet.hosts:
+        assert no_space.recap[host]["failed"] == 1 and no_space.recap[host]["changed"] == 0, no_space.recap
+        assert re.search(rf"{host}: \d+ MiB free for {MODELS}", _flat(no_space)), no_space.output[-4000:]
+        assert env.current(host)[1] == env.sha("B"), host
+        assert env.stores(host) == {env.sha("A"), env.sha("B")}, host
+
+
+def test_devices_download_themselves_and_old_stores_are_pruned(env: Env) -> None:
+    env.hub.clear_log()
+    result = env.run(
+        "-vvv", "-e", f"hf_model_token={TOKEN}", hf_model_revision="f-device", hf_model_download_on="device",
+        fleet_serial=ONE_BATCH, timing="model: devices download (3 hosts)",
+    )  # fmt: skip
+
+    _assert_ok(result, env.fleet.hosts)
+    assert TOKEN not in result.output
+    gets = [r for r in env.hub.matching("GET", f"/{REPO_ID}/resolve/{'f' * 40}/") if r.path.endswith(FILE)]
+    assert len(gets) == len(env.fleet.hosts), list(env.hub.summary())  # one per device, none by the controller
+    assert all(r.has_auth and r.status == 200 for r in gets)
+    assert not (env.cache / env.sha("F")).exists()
+    new = env.sha("F")
+    for host in env.fleet.hosts:
+        assert env.current(host) == (f"{new}/{FILE}", new), host
+        assert env.fleet.exec(host, "readlink", f"{MODELS}/previous.gguf").strip() == f"{env.sha('B')}/{FILE}"
+        assert env.stores(host) == {new, env.sha("B")}, host  # A was pruned (hf_model_keep: 2)
+        found = env.fleet.exec(host, "grep", "-rlsF", "--", TOKEN, *DEVICE_DIRS, check=False)
+        assert found.strip() == "", f"{host}: token found in {found}"
