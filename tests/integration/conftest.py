@@ -40,6 +40,19 @@ class PlayResult:
     def changed(self) -> dict[str, int]:
         return {host: stats["changed"] for host, stats in self.recap.items()}
 
+    def task(self, name: str) -> dict[str, str]:
+        """host -> status (ok, changed, skipping, failed, fatal) of the task whose title contains name."""
+        results: dict[str, str] = {}
+        current = False
+        for line in self.output.splitlines():
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                current = name in line
+            elif current:
+                match = re.match(r"^(ok|changed|skipping|failed|fatal): \[([^\]]+)\]", line)
+                if match:
+                    results[match[2].split(" -> ")[0]] = match[1]
+        return results
+
 
 @dataclass
 class Fleet:

@@ -11,6 +11,8 @@ bridge route is in place.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import ipaddress
@@ -19,10 +21,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,7 +298,24 @@ def ensure_rootfs() -> Path:
     return tarball
 
 
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """Serialize the slow cache builders (debootstrap, import) between concurrent jetsim processes."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_image(docker: Docker) -> str:
+    with cache_lock():
+        return _ensure_image(docker)
+
+
+def _ensure_image(docker: Docker) -> str:
     base = f"jetsim-base:{recipe_hash()}"
     if not docker.ok("image", "inspect", base):
         tarball = ensure_rootfs()
@@ -452,13 +473,94 @@ def write_state(specs: list[HostSpec], known_hosts: dict[str, str]) -> Path:
                         "jetson_preflight_device_tree_dir": "/sys/firmware/devicetree/base",
                     },
                 }
-            }
+            },
+            # Fleet-wide settings that the controller plays (hosts: localhost) need too.
+            "vars": _fleet_vars(),
         }
     }
     path = STATE / "inventory.yml"
     header = "# Written by tests/jetsim/jetsim up: an emulated Orin NX fleet. Do not edit.\n"
     path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
     return path
+
+
+def _fleet_vars() -> dict[str, object]:
+    path = STATE / "vars.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def prepare_llama_build(builder: str) -> dict[str, object]:
+    """What a llama.cpp build needs on jetsim: the source mirror (from PyPI's llama-cpp-python sdist, since
+    no git host is reachable) and local base images on the build host. Returns the inventory variables."""
+    sys.path.insert(0, str(REPO / "tests/fixtures"))
+    import llama_src
+
+    mirror = llama_src.ensure_llama_cpp_mirror(CACHE.parent / "llama-src")
+    images = preload_build_images(builder)
+    values: dict[str, object] = {
+        "llama_cpp_build_repo_url": str(mirror.repo),
+        "llama_cpp_build_ref": mirror.tag,
+        "llama_cpp_build_cuda": False,
+        "llama_cpp_build_base_image": images["llama-build"],
+        "llama_cpp_build_runtime_image": images["llama-runtime"],
+        "llama_cpp_build_host": builder,
+    }
+    return values
+
+
+HUB_REPO = "jetsim/tiny-llama-GGUF"
+HUB_FILE = "tiny-llama.gguf"
+
+
+def stop_hub() -> None:
+    pidfile = STATE / "hub.pid"
+    try:
+        pid = int(pidfile.read_text())
+        if b"hub.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while not _process_gone(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+    except (OSError, ValueError):
+        pass
+    pidfile.unlink(missing_ok=True)
+
+
+def start_hub() -> dict[str, object]:
+    """A Hugging Face hub imitation for the fleet (no hub is reachable): the tiny test GGUF, served on the
+    fleet network's gateway so that the controller and, for device-side downloads, the hosts reach it."""
+    sys.path.insert(0, str(REPO / "tests/fixtures"))
+    import tiny_gguf
+
+    stop_hub()
+    model = STATE / "hub" / HUB_REPO / HUB_FILE
+    if not model.exists():
+        model.parent.mkdir(parents=True, exist_ok=True)
+        tiny_gguf.write_tiny_llama_gguf(model)
+    gateway = str(SUBNET.network_address + 1)
+    port = int(os.environ.get("JETSIM_HUB_PORT") or 8765)
+    if not route_ready(gateway) and gateway not in sh("ip", "-o", "addr", "show", "dev", BRIDGE, check=False):
+        raise JetsimError(f"{gateway} is not on {BRIDGE}; refusing to start the hub")
+    logfile = open(STATE / "hub.log", "ab")  # noqa: SIM115 - handed to the hub process
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests/fixtures/hub.py"), "--serve", str(STATE / "hub"),
+         "--host", gateway, "--port", str(port)],
+        stdout=logfile, stderr=logfile, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    (STATE / "hub.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((gateway, port), timeout=1):
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise JetsimError(f"the hub imitation did not start; see {STATE / 'hub.log'}")
+        time.sleep(0.1)
+    return {
+        "hf_model_endpoint": f"http://{gateway}:{port}",
+        "hf_model_repo_id": HUB_REPO,
+        "hf_model_filename": HUB_FILE,
+        "hf_model_revision": "main",
+    }
 
 
 def _known_hosts_now() -> dict[str, str]:
@@ -493,7 +595,7 @@ def ensure_network(docker: Docker) -> None:
     )  # fmt: skip
 
 
-def up(hosts: int, variant: str, overrides: dict[str, dict[str, str]]) -> Path:
+def up(hosts: int, variant: str, overrides: dict[str, dict[str, str]], build_images: bool = True) -> Path:
     specs = fleet_specs(hosts, variant, overrides)
     for spec in specs:
         variants.host_config(spec.variant, spec.name, spec.power_mode)  # validate before changing anything
@@ -507,6 +609,11 @@ def up(hosts: int, variant: str, overrides: dict[str, dict[str, str]]) -> Path:
     for spec in specs:
         create_host(docker, image, runtime, spec)
     known = {spec.name: wait_booted(docker, spec) for spec in specs}
+    (STATE / "vars.json").unlink(missing_ok=True)
+    fleet_vars = start_hub()
+    if build_images:
+        fleet_vars.update(prepare_llama_build(specs[0].name))
+    (STATE / "vars.json").write_text(json.dumps(fleet_vars, indent=2))
     path = write_state(specs, known)
     log(f"{len(specs)} host(s) up in {time.monotonic() - started:.1f} s")
     return path
@@ -526,16 +633,19 @@ def recreate(name: str, variant: str | None, power_mode: str | None) -> Path:
     create_host(docker, image, privileged_runtime(docker, image), spec)
     known = _known_hosts_now()
     known[spec.name] = wait_booted(docker, spec)
+    if _fleet_vars().get("llama_cpp_build_host") == name:
+        preload_build_images(name)
     return write_state(specs, known)
 
 
 def down() -> None:
+    stop_hub()
     docker = ensure_daemon()
     remove_fleet(docker)
     others = docker("ps", "-aq", "--filter", "label=jetsim.fleet").split()
     if docker.private and not others:
         stop_private_daemon()
-    for name in ("fleet.json", "inventory.yml", "known_hosts"):
+    for name in ("fleet.json", "inventory.yml", "known_hosts", "vars.json"):
         (STATE / name).unlink(missing_ok=True)
 
 
@@ -569,6 +679,29 @@ def reboot_host(name: str) -> None:
             raise JetsimError(f"{name} did not restart within {BOOT_TIMEOUT_S} s of systemctl reboot")
         time.sleep(0.2)
     wait_booted(docker, spec)
+
+
+def preload_build_images(name: str) -> dict[str, str]:
+    """Give one host the local base images its llama.cpp build uses (no registry is reachable)."""
+    import llama_images
+
+    docker = ensure_daemon()
+    with cache_lock():
+        images = llama_images.ensure_images(docker, CACHE)
+    for image in images.values():
+        if docker.ok("exec", container(name), "docker", "image", "inspect", image):
+            continue
+        log(f"loading {image} into {name}")
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, env=docker.env)
+        load = subprocess.run(
+            ["docker", "exec", "-i", container(name), "docker", "load", "--quiet"],
+            stdin=save.stdout, capture_output=True, text=True, env=docker.env,
+        )  # fmt: skip
+        if save.stdout:
+            save.stdout.close()
+        if save.wait() != 0 or load.returncode != 0:
+            raise JetsimError(f"could not load {image} into {name}: {load.stderr.strip()}")
+    return images
 
 
 def stop_host(name: str) -> None:

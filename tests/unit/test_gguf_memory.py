@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import struct
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import gguf
+import module_runner as runner
 import pytest
+import tiny_gguf as tiny
 from ansible_collections.jetson_llm.fleet.plugins.module_utils.gguf import (
     MIB,
     GGUFError,
@@ -23,18 +22,6 @@ from ansible_collections.jetson_llm.fleet.plugins.modules import gguf_memory_fit
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load("tiny_gguf_fixture", REPO / "tests/fixtures/tiny_gguf.py")
-runner = _load("module_runner_fixture", REPO / "tests/fixtures/module_runner.py")
 
 # Llama-3.2-3B-Instruct: 28 layers, 24 heads, 8 KV heads, n_embd 3072 (head dim 128), vocab 128256.
 LLAMA32_3B = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import subprocess
 import sys
 import types
@@ -11,10 +10,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx2
+import hub as hubsim
 import pytest
 from huggingface_hub import HfApi, constants, file_download, get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
@@ -27,17 +26,6 @@ from huggingface_hub.errors import (
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-hubsim = _load("hubsim_fixture", REPO / "tests/fixtures/hub.py")
 
 TOKEN = "hf_imitation_secret_0123456789"
 REPO_ID = "org/tiny-GGUF"

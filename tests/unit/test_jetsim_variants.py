@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
+import jetsim_emu as emu
 import pytest
+import variants
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-variants = _load("jetsim_variants_under_test", REPO / "tests/jetsim/variants.py")
-emu = _load("jetsim_emu_under_test", REPO / "tests/jetsim/rootfs/usr/lib/jetsim/jetsim_emu.py")
 
 R36_4_3_LINE = (
     "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025"
