@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible.module_utils import _internal as module_utils_internal
-from ansible.module_utils import basic
 from ansible_collections.jetson_llm.fleet.plugins.modules import jetson_facts, nvpmodel
+from module_runner import run_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COLLECTIONS_DIR = REPO_ROOT / "collections"
@@ -105,23 +104,6 @@ class FakeNvpmodel:
 
     def args(self, mode: str, **extra: Any) -> dict[str, Any]:
         return {"mode": mode, "conf": str(self.conf), "binary": str(self.path), **extra}
-
-
-def run_module(
-    main: Any, args: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> dict[str, Any]:
-    """Run a module's main() in-process the way AnsiballZ would and return its JSON result."""
-    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode())
-    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy")
-    # Importing controller code (ansible.errors, the filter plugin) flips module warnings to the
-    # controller's Display; a module on a target returns them in its result instead.
-    monkeypatch.setattr(module_utils_internal, "is_controller", False, raising=False)
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        main()
-    out = capsys.readouterr().out
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
 
 
 # --- nvpmodel --------------------------------------------------------------------------------------
