@@ -6,6 +6,7 @@ converge has to switch it to MAXN_SUPER (8 cores) through a reboot.
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -62,6 +63,21 @@ def test_testinfra_verify_passes(fleet: Fleet) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+def test_daemon_json_is_merged_not_overwritten(fleet: Fleet) -> None:
+    before = json.loads(fleet.exec("jetson-2", "cat", "/etc/docker/daemon.json"))
+    options = json.dumps({"container_runtime_daemon_options": {"log-opts": {"max-size": "10m", "max-file": "3"}}})
+
+    first = fleet.playbook("site.yml", "--limit", "jetson-2", "--tags", "container_runtime", "-e", options)
+    again = fleet.playbook("site.yml", "--limit", "jetson-2", "--tags", "container_runtime", "-e", options)
+
+    assert first.rc == 0 and again.rc == 0, first.output[-4000:] + again.output[-2000:]
+    assert first.task("Restart docker") == {"jetson-2": "changed"}
+    assert again.changed() == {"jetson-2": 0} and not again.task("Restart docker")
+    after = json.loads(fleet.exec("jetson-2", "cat", "/etc/docker/daemon.json"))
+    assert after == {**before, "log-opts": {"max-size": "10m", "max-file": "3"}}  # jetsim's bip etc. kept
+    assert fleet.exec("jetson-2", "systemctl", "is-active", "docker").strip() == "active"
 
 
 def test_reboot_reapplies_clocks_without_ansible(fleet: Fleet) -> None:
