@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 DEFAULT_VARIANT = "orin-nx-16-super"
 DEVICE_TREE_DIR = "/sys/firmware/devicetree/base"
@@ -176,44 +176,48 @@ _MEM_16GB_KB = 15656 * 1024  # ~15.3 GiB visible on an Orin NX 16GB
 _MEM_8GB_KB = 7620 * 1024  # ~7.4 GiB visible on an Orin NX 8GB
 
 
+_ORIN_NX_16_SUPER = Variant(
+    name="orin-nx-16-super",
+    description="Orin NX 16GB (p3767-0000) on the p3768 devkit carrier, L4T R36.4.3 super DTB",
+    module="p3767-0000",
+    carrier="p3768-0000",
+    model=f"{_DEVKIT} Super",
+    super_dtb=True,
+    memtotal_kb=_MEM_16GB_KB,
+    cpu_cores=8,
+    modes=_super_16gb_modes(),
+    default_mode_id=4,
+    per_cpu_clocks=True,
+    release=R36_4_3,
+)
+_ORIN_NX_16 = replace(
+    _ORIN_NX_16_SUPER,
+    name="orin-nx-16",
+    description="Orin NX 16GB (p3767-0000) on the p3768 devkit carrier, L4T R36.4.3 non-super DTB",
+    model=_DEVKIT,
+    super_dtb=False,
+    modes=_classic_16gb_modes(),
+    default_mode_id=2,
+    per_cpu_clocks=False,
+)
+
+
+def _renumbered(modes: tuple[PowerMode, ...], order: tuple[str, ...]) -> tuple[PowerMode, ...]:
+    """The same modes under other IDs, as vendor tables do: the mode named order[i] gets ID i."""
+    by_name = {mode.name: mode for mode in modes}
+    return tuple(replace(by_name[name], id=index) for index, name in enumerate(order))
+
+
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant(
-            name="orin-nx-16-super",
-            description="Orin NX 16GB (p3767-0000) on the p3768 devkit carrier, L4T R36.4.3 super DTB",
-            module="p3767-0000",
-            carrier="p3768-0000",
-            model=f"{_DEVKIT} Super",
-            super_dtb=True,
-            memtotal_kb=_MEM_16GB_KB,
-            cpu_cores=8,
-            modes=_super_16gb_modes(),
-            default_mode_id=4,
-            per_cpu_clocks=True,
-            release=R36_4_3,
-        ),
-        Variant(
-            name="orin-nx-16",
-            description="Orin NX 16GB (p3767-0000) on the p3768 devkit carrier, L4T R36.4.3 non-super DTB",
-            module="p3767-0000",
-            carrier="p3768-0000",
-            model=_DEVKIT,
-            super_dtb=False,
-            memtotal_kb=_MEM_16GB_KB,
-            cpu_cores=8,
-            modes=_classic_16gb_modes(),
-            default_mode_id=2,
-            per_cpu_clocks=False,
-            release=R36_4_3,
-        ),
-        Variant(
+        _ORIN_NX_16_SUPER,
+        _ORIN_NX_16,
+        replace(
+            _ORIN_NX_16_SUPER,
             name="orin-nx-8-super",
             description="Orin NX 8GB (p3767-0001, 6 CPU cores) on the p3768 devkit carrier, R36.4.3 super",
             module="p3767-0001",
-            carrier="p3768-0000",
-            model=f"{_DEVKIT} Super",
-            super_dtb=True,
             memtotal_kb=_MEM_8GB_KB,
             cpu_cores=6,
             modes=(
@@ -223,47 +227,23 @@ VARIANTS: dict[str, Variant] = {
                 PowerMode(3, "20W", 6, 1497600, 714000000, -1, dla_max_hz=614400000),
                 PowerMode(4, "40W", 6, 1984000, 1173000000, -1, dla_max_hz=1203200000),
             ),
-            default_mode_id=4,
-            per_cpu_clocks=True,
-            release=R36_4_3,
         ),
-        Variant(
+        replace(
+            _ORIN_NX_16,
             name="r35",
             description="Orin NX 16GB on L4T R35.5.0 (JetPack 5.1.3, CUDA 11.4): too old for this project",
             release=R35_5_0,
-            module="p3767-0000",
-            carrier="p3768-0000",
-            model=_DEVKIT,
-            super_dtb=False,
-            memtotal_kb=_MEM_16GB_KB,
-            cpu_cores=8,
-            modes=_classic_16gb_modes(),
-            default_mode_id=2,
-            per_cpu_clocks=False,
         ),
-        Variant(
+        replace(
+            _ORIN_NX_16_SUPER,
             name="maxn-id3",
             description=(
                 "Orin NX 16GB super with a vendor nvpmodel table: MAXN_SUPER is ID 3, default 15W (ID 0), "
                 "no fan mode in the nvpmodel status"
             ),
-            module="p3767-0000",
-            carrier="p3768-0000",
-            model=f"{_DEVKIT} Super",
-            super_dtb=True,
-            memtotal_kb=_MEM_16GB_KB,
-            cpu_cores=8,
-            modes=(
-                PowerMode(0, "15W", 4, 1420800, 612000000, -1, tpc_pg_mask=252, dla_max_hz=614400000),
-                PowerMode(1, "25W", 8, 1497600, 816000000, -1, dla_max_hz=614400000),
-                PowerMode(2, "40W", 8, 1728000, 1020000000, -1, dla_max_hz=908800000),
-                PowerMode(3, "MAXN_SUPER", 8, -1, -1, -1),
-                PowerMode(4, "10W", 4, 1190400, 612000000, 2133000000, tpc_pg_mask=252, dla_max_hz=153600000),
-            ),
+            modes=_renumbered(_super_16gb_modes(), ("15W", "25W", "40W", "MAXN_SUPER", "10W")),
             default_mode_id=0,
-            per_cpu_clocks=True,
             fan_mode=None,
-            release=R36_4_3,
         ),
     )
 }
