@@ -5,6 +5,7 @@ Needs root (dockerd, debootstrap, routes). The fleet is started once per session
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -78,10 +79,13 @@ class Fleet:
         }
         return PlayResult(proc.returncode, output, recap, seconds)
 
+    @functools.cached_property
+    def docker(self) -> harness.Docker:
+        return harness.ensure_daemon()
+
     def exec(self, host: str, *command: str, check: bool = True) -> str:
         """Run a command on a host through the container runtime (a back door independent of SSH)."""
-        docker = harness.ensure_daemon()
-        return docker("exec", harness.container(host), *command, check=check)
+        return self.docker("exec", harness.container(host), *command, check=check)
 
     def boot_id(self, host: str) -> str:
         return self.exec(host, "cat", "/proc/sys/kernel/random/boot_id").strip()

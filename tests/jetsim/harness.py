@@ -149,6 +149,16 @@ def _process_gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def _wait_gone(pid: int, seconds: float) -> bool:
+    """Wait up to seconds for pid to exit; True when it did."""
+    deadline = time.monotonic() + seconds
+    while not _process_gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _remove_stale_links() -> None:
     """Interfaces left by a killed private dockerd: veths enslaved to the jetsim bridges, and the bridges."""
     links = json.loads(sh("ip", "-j", "link", "show", check=False) or "[]")
@@ -239,10 +249,7 @@ def stop_private_daemon() -> None:
         return
     log(f"stopping the private dockerd (pid {pid})")
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while not _process_gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if not _process_gone(pid):
+    if not _wait_gone(pid, 60):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -519,9 +526,7 @@ def stop_hub() -> None:
         pid = int(pidfile.read_text())
         if b"hub.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while not _process_gone(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            _wait_gone(pid, 10)
     except (OSError, ValueError):
         pass
     pidfile.unlink(missing_ok=True)
