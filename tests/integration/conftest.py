@@ -60,9 +60,11 @@ class Fleet:
     inventory: Path
     hosts: list[str]
 
-    def playbook(self, playbook: str, *args: str, timing: str | None = None) -> PlayResult:
+    def playbook(
+        self, playbook: str, *args: str, timing: str | None = None, env: dict[str, str] | None = None
+    ) -> PlayResult:
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-               "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0"}  # fmt: skip
+               "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0", **(env or {})}  # fmt: skip
         started = time.monotonic()
         proc = subprocess.run(
             ["ansible-playbook", "-i", str(self.inventory), playbook, *args],

@@ -479,6 +479,7 @@ def write_state(specs: list[HostSpec], known_hosts: dict[str, str]) -> Path:
                         "jetson_preflight_architectures": ["aarch64", "x86_64"],
                         "jetson_preflight_device_tree_dir": "/sys/firmware/devicetree/base",
                         "container_runtime_nvidia": False,
+                        "llama_server_docker_runtime": "runc",
                     },
                 }
             },

@@ -1,0 +1,202 @@
+"""llama_server: the release the role derives from its variables, rendered by Ansible itself on localhost.
+
+One ansible-playbook run renders every scenario (one play each): the llama-server and docker arguments, the
+run script (executed through `sh -n` and parsed back into argv) and the HEALTHCHECK command, which is run for
+real under bash against a local HTTP server answering 200 or 503.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles" / "llama_server"
+MODEL = {"path": "/opt/llm/models/" + "a" * 64 + "/tiny.gguf", "filename": "tiny.gguf", "sha256": "a" * 64}
+KEY = "sk-unit-test-key-8d1f"
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "api_key_and_limits": {"llama_server_api_key": KEY, "llama_server_memory_limit": "12g", "llama_server_port": 9931},
+    "draft_cache_extra": {
+        "llama_server_draft_model": "/opt/llm/draft/small.gguf",
+        "llama_server_cache_reuse": 256,
+        "llama_server_extra_args": ["--temp", "0.7", "--seed", 42],
+        "llama_server_mlock": False,
+        "llama_server_cont_batching": False,
+        "llama_server_kv_unified": False,
+        "llama_server_docker_runtime": "",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("llama_server")
+    plays = []
+    for name, overrides in SCENARIOS.items():
+        release = {"id": "0123456789ab", "image": "jetson-llm-fleet/llama-server:b1-x", "model": MODEL,
+                   "flags_digest": "f" * 12, "args": "{{ _llama_server_args }}",
+                   "docker_args": "{{ _llama_server_docker_args }}"}  # fmt: skip
+        plays.append({
+            "name": name, "hosts": "localhost", "gather_facts": False,
+            "vars_files": [str(ROLE / "vars/main.yml")],
+            "vars": {**DEFAULTS, **overrides, "_llama_server_model": MODEL, "_llama_server_release": release},
+            "tasks": [
+                {"name": "Render the release", "ansible.builtin.copy": {
+                    "dest": str(out / f"{name}.json"), "mode": "0644",
+                    "content": "{{ {'args': _llama_server_args, 'docker': _llama_server_docker_args, "
+                               "'health': _llama_server_health_cmd, 'settings': _llama_server_settings} | to_json }}"}},
+                {"name": "Render the run script", "ansible.builtin.template": {
+                    "src": str(ROLE / "templates/run.sh.j2"), "dest": str(out / f"{name}.sh"), "mode": "0755"}},
+                {"name": "Render the unit", "ansible.builtin.template": {
+                    "src": str(ROLE / "templates/llama-server.service.j2"), "dest": str(out / f"{name}.service"),
+                    "mode": "0644"}},
+            ],
+        })  # fmt: skip
+    playbook = out / "render.yml"
+    playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
+        cwd=REPO, capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    result = {}
+    for name in SCENARIOS:
+        data = json.loads((out / f"{name}.json").read_text())
+        data["script"] = (out / f"{name}.sh").read_text()
+        data["script_path"] = out / f"{name}.sh"
+        data["unit"] = (out / f"{name}.service").read_text()
+        result[name] = data
+    return result
+
+
+def options(args: list[str]) -> dict[str, str | None]:
+    """--flag value pairs (a flag followed by another flag has the value None)."""
+    found: dict[str, str | None] = {}
+    for index, arg in enumerate(args):
+        if arg.startswith("-"):
+            following = args[index + 1] if index + 1 < len(args) else None
+            found[arg] = None if following is None or following.startswith("--") else following
+    return found
+
+
+def test_defaults_are_the_tuned_orin_nx_settings(rendered: dict[str, dict[str, Any]]) -> None:
+    args = rendered["defaults"]["args"]
+    opts = options(args)
+    assert opts["--model"] == "/models/tiny.gguf" and opts["--alias"] == "tiny.gguf"
+    expected = {"--host": "0.0.0.0", "--port": "8080", "--ctx-size": "2048", "--n-gpu-layers": "all",
+                "--threads": "8", "--parallel": "8", "--batch-size": "512", "--ubatch-size": "256",
+                "--flash-attn": "on", "--load-mode": "mmap+mlock"}  # fmt: skip
+    assert {key: opts.get(key) for key in expected} == expected
+    assert {"--cont-batching", "--kv-unified", "--metrics"} <= set(args)
+    # Names the pinned llama.cpp rejects or that would swallow the next argument.
+    assert not {"--mlock", "--no-mmap", "-fa", "--api-key"} & set(args)
+    assert "--api-key-file" not in args and "--model-draft" not in args
+
+
+def test_container_is_hardened_and_mounts_the_model_read_only(rendered: dict[str, dict[str, Any]]) -> None:
+    docker = rendered["defaults"]["docker"]
+    opts = options(docker)
+    assert opts["--user"] == "10001:10001" and opts["--network"] == "host" and opts["--runtime"] == "nvidia"
+    assert opts["--security-opt"] == "no-new-privileges" and opts["--cap-drop"] == "ALL" and "--read-only" in docker
+    assert f"{MODEL['path']}:/models/tiny.gguf:ro" in docker
+    assert "max-size=10m" in docker and "max-file=3" in docker and opts["--log-driver"] == "json-file"
+    assert opts["--ulimit"] == "memlock=-1:-1"
+    assert "--memory" not in docker
+
+
+def test_api_key_travels_as_a_file_never_as_an_argument(rendered: dict[str, dict[str, Any]]) -> None:
+    case = rendered["api_key_and_limits"]
+    assert KEY not in json.dumps(case["args"]) + json.dumps(case["docker"]) + case["script"] + case["unit"]
+    assert options(case["args"])["--api-key-file"] == "/run/secrets/llama-api-key"
+    assert "/etc/llama-server/api-key:/run/secrets/llama-api-key:ro" in case["docker"]
+    assert options(case["docker"])["--memory"] == "12g"
+    # One port everywhere: the server flag and the HEALTHCHECK.
+    assert options(case["args"])["--port"] == "9931" and "/dev/tcp/127.0.0.1/9931" in case["health"]
+
+
+def test_optional_features_and_extra_args(rendered: dict[str, dict[str, Any]]) -> None:
+    case = rendered["draft_cache_extra"]
+    args, docker = case["args"], case["docker"]
+    opts = options(args)
+    assert opts["--model-draft"] == "/models/draft/small.gguf" and opts["--draft-max"] == "16"
+    assert opts["--n-gpu-layers-draft"] == "all" and opts["--cache-reuse"] == "256"
+    assert args[-4:] == ["--temp", "0.7", "--seed", "42"]
+    assert {"--no-cont-batching", "--no-kv-unified"} <= set(args) and "--load-mode" not in args
+    assert "/opt/llm/draft/small.gguf:/models/draft/small.gguf:ro" in docker
+    assert "--runtime" not in docker and "--ulimit" not in docker
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_run_script_runs_exactly_the_release(rendered: dict[str, dict[str, Any]], scenario: str) -> None:
+    case = rendered[scenario]
+    subprocess.run(["sh", "-n", str(case["script_path"])], check=True)
+    command = " ".join(
+        line.rstrip("\\").strip() for line in case["script"].splitlines() if line and not line.startswith("#")
+    )
+    argv = shlex.split(command)
+    assert argv[:3] == ["exec", "/usr/bin/docker", "run"]
+    image = argv.index("jetson-llm-fleet/llama-server:b1-x")
+    assert argv[3:image] == case["docker"] and argv[image + 1 :] == [str(a) for a in case["args"]]
+
+
+def test_unit_waits_on_the_container_and_restarts_it(rendered: dict[str, dict[str, Any]]) -> None:
+    unit = rendered["defaults"]["unit"]
+    assert "ExecStartPre=/etc/llama-server/run" in unit
+    assert "ExecStart=/usr/bin/docker wait llama-server" in unit
+    assert "Restart=always" in unit and "WantedBy=multi-user.target" in unit and "Requires=docker.service" in unit
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        code = type(self).status if self.path == "/health" else 404
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(b'{"status":"ok"}' if code == 200 else b'{"error":"Loading model"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[int, type[_Health]]]:
+    handler = type("Handler", (_Health,), {"status": 200})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_healthcheck_command_follows_health(rendered: dict[str, dict[str, Any]], health_server: Any) -> None:
+    port, handler = health_server
+    command = rendered["defaults"]["health"].replace("/8080", f"/{port}")
+
+    def check() -> int:
+        # Docker runs a string HEALTHCHECK with /bin/sh -c.
+        return subprocess.run(["/bin/sh", "-c", command], timeout=10, check=False).returncode
+
+    assert check() == 0
+    handler.status = 503  # loading
+    assert check() != 0
+    handler.status = 200
+    assert check() == 0

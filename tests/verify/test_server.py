@@ -1,0 +1,143 @@
+"""Per-host checks of the llama-server deployment (llama_server role).
+
+See conftest.py for how to run them and where the expected values come from. HTTP requests run on the device
+against its own loopback, through a small Python script run with sudo that reads the API key file itself when
+one is configured, so the key never appears on a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+import pytest
+
+RELEASE_FILE = "release.json"
+# Runs on the device: one HTTP request to the server, the API key (if any) read from its file.
+HTTP_SCRIPT = r"""
+import json, os, sys, urllib.request, urllib.error
+url, body, key_file = sys.argv[1], sys.argv[2], sys.argv[3]
+request = urllib.request.Request(url, data=body.encode() if body else None, method="POST" if body else "GET")
+request.add_header("Content-Type", "application/json")
+if os.path.exists(key_file):
+    request.add_header("Authorization", "Bearer " + open(key_file).read().strip())
+try:
+    with urllib.request.urlopen(request, timeout=120) as response:
+        status, text = response.status, response.read().decode()
+except urllib.error.HTTPError as error:
+    status, text = error.code, error.read().decode()
+print(json.dumps({"status": status, "body": text}))
+"""
+
+
+def inspect(host: Any, name: str) -> dict[str, Any]:
+    with host.sudo():
+        out = host.run(f"docker inspect {shlex.quote(name)}")
+    assert out.rc == 0, f"no container {name}: {out.stderr}"
+    return dict(json.loads(out.stdout)[0])
+
+
+def http(host: Any, settings: Any, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
+    address = settings["llama_server_host"]
+    address = "127.0.0.1" if address in ("0.0.0.0", "::", "", "localhost") else address
+    url = f"http://{address}:{settings['llama_server_port']}{path}"
+    key_file = f"{settings['llama_server_config_dir']}/api-key"
+    args = " ".join(shlex.quote(a) for a in (HTTP_SCRIPT, url, json.dumps(body) if body else "", key_file))
+    with host.sudo():
+        out = host.run(f"python3 -c {args}")
+    assert out.rc == 0, out.stderr
+    result = json.loads(out.stdout)
+    return int(result["status"]), str(result["body"])
+
+
+@pytest.fixture
+def container(host: Any, settings: Any) -> dict[str, Any]:
+    return inspect(host, settings["llama_server_container_name"])
+
+
+@pytest.fixture
+def release(host: Any, settings: Any) -> dict[str, Any]:
+    with host.sudo():
+        return dict(json.loads(host.file(f"{settings['llama_server_config_dir']}/{RELEASE_FILE}").content_string))
+
+
+def test_container_running_and_healthy(container: dict[str, Any]) -> None:
+    assert container["State"]["Running"], container["State"]
+    assert container["State"]["Health"]["Status"] == "healthy", container["State"]["Health"]["Log"][-1:]
+
+
+def test_service_restarts_it_and_starts_at_boot(host: Any) -> None:
+    show = host.check_output("systemctl show -p Restart -p UnitFileState -p ActiveState llama-server.service")
+    state = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+    assert state == {"Restart": "always", "UnitFileState": "enabled", "ActiveState": "active"}
+
+
+def test_runs_as_non_root_without_privileges(container: dict[str, Any], settings: Any) -> None:
+    assert container["Config"]["User"] == str(settings["llama_server_user"])
+    assert not container["Config"]["User"].startswith("0")
+    assert "no-new-privileges" in container["HostConfig"]["SecurityOpt"]
+    assert container["HostConfig"]["ReadonlyRootfs"] is True
+    assert container["HostConfig"]["LogConfig"]["Config"].get("max-size") == settings["llama_server_log_max_size"]
+
+
+def test_model_mounted_read_only(container: dict[str, Any], release: dict[str, Any]) -> None:
+    mounts = {mount["Destination"]: mount for mount in container["Mounts"]}
+    model = mounts[f"/models/{release['model']['filename']}"]
+    assert model["Source"] == release["model"]["path"] and model["RW"] is False
+
+
+def test_port_listening(host: Any, settings: Any) -> None:
+    assert host.socket(f"tcp://{settings['llama_server_port']}").is_listening
+
+
+def test_health_answers_ok(host: Any, settings: Any) -> None:
+    status, body = http(host, settings, "/health")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+
+def test_models_lists_the_model(host: Any, settings: Any, release: dict[str, Any]) -> None:
+    status, body = http(host, settings, "/v1/models")
+    assert status == 200, body
+    alias = settings["llama_server_alias"] or release["model"]["filename"]
+    assert alias in [model["id"] for model in json.loads(body)["data"]]
+
+
+def test_metrics_exposed(host: Any, settings: Any) -> None:
+    if not settings["llama_server_metrics"]:
+        pytest.skip("llama_server_metrics is false")
+    status, body = http(host, settings, "/metrics")
+    assert status == 200 and "llamacpp:prompt_tokens_total" in body and "llamacpp:tokens_predicted_total" in body
+
+
+def test_completion_works(host: Any, settings: Any) -> None:
+    body = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
+    status, text = http(host, settings, "/v1/chat/completions", body)
+    assert status == 200, text
+    answer = json.loads(text)
+    assert answer["choices"][0]["message"]["role"] == "assistant"
+    assert answer["usage"]["completion_tokens"] > 0 and answer["timings"]["predicted_n"] > 0
+
+
+def test_release_matches_the_inventory(
+    host: Any, settings: Any, container: dict[str, Any], release: dict[str, Any]
+) -> None:
+    expected = {
+        "ctx_size": int(settings["llama_server_ctx_size"]),
+        "n_gpu_layers": str(settings["llama_server_n_gpu_layers"]),
+        "threads": int(settings["llama_server_threads"]),
+        "parallel": int(settings["llama_server_parallel"]),
+        "batch_size": int(settings["llama_server_batch_size"]),
+        "ubatch_size": int(settings["llama_server_ubatch_size"]),
+        "flash_attn": str(settings["llama_server_flash_attn"]),
+        "port": int(settings["llama_server_port"]),
+    }
+    recorded = {key: release["settings"][key] for key in expected}
+    recorded["n_gpu_layers"] = str(recorded["n_gpu_layers"])
+    assert recorded == expected
+    # What runs is what is recorded: image, arguments, model bytes.
+    assert container["Config"]["Image"] == release["image"]
+    assert container["Args"] == release["args"]
+    with host.sudo():
+        digest = host.check_output(f"sha256sum {shlex.quote(release['model']['path'])}").split()[0]
+    assert digest == release["model"]["sha256"]
