@@ -480,6 +480,9 @@ def write_state(specs: list[HostSpec], known_hosts: dict[str, str]) -> Path:
                         "jetson_preflight_device_tree_dir": "/sys/firmware/devicetree/base",
                         "container_runtime_nvidia": False,
                         "llama_server_docker_runtime": "runc",
+                        # Where the VM lacks CAP_SYS_RESOURCE (the runc wrapper drops it), a nested container
+                        # cannot raise RLIMIT_MEMLOCK: keep Docker's default limit (llama.cpp still tries mlock).
+                        "llama_server_memlock_ulimit": "",
                     },
                 }
             },

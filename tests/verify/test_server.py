@@ -88,7 +88,8 @@ def test_model_mounted_read_only(container: dict[str, Any], release: dict[str, A
 
 
 def test_port_listening(host: Any, settings: Any) -> None:
-    assert host.socket(f"tcp://{settings['llama_server_port']}").is_listening
+    address = settings["llama_server_host"] or "0.0.0.0"
+    assert host.socket(f"tcp://{address}:{settings['llama_server_port']}").is_listening
 
 
 def test_health_answers_ok(host: Any, settings: Any) -> None:
