@@ -1,0 +1,426 @@
+"""The fleet CLI (jetson_fleet/cli.py): inventory through ansible-inventory, the status script and its parsing,
+the status table with an unreachable host. SSH only ever goes to 127.0.0.1 ports nothing listens on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+from fake_llama_server import FakeLlamaServer
+from ssh_server import SshServer
+
+from jetson_fleet import cli
+from jetson_fleet.device import parse_clocks_pinned, parse_l4t, parse_power_mode
+
+PINNED_SHOW = """SOC family:tegra234  Machine:NVIDIA Jetson Orin NX Engineering Reference Developer Kit Super
+Online CPUs: 0-7
+cpu0: Online=1 Governor=schedutil MinFreq=1984000 MaxFreq=1984000 CurrentFreq=1984000 IdleStates: WFI=0 c7=0
+cpu1: Online=1 Governor=schedutil MinFreq=1984000 MaxFreq=1984000 CurrentFreq=1984000 IdleStates: WFI=0 c7=0
+GPU MinFreq=1173000000 MaxFreq=1173000000 CurrentFreq=1173000000
+EMC MinFreq=204000000 MaxFreq=3199000000 CurrentFreq=3199000000 FreqOverride=1
+FAN Dynamic Speed control=active hwmon2_pwm1=77
+NV Power Mode: MAXN_SUPER"""
+RELEASE = {
+    "id": "9b2e41c07a55",
+    "image": "jetson-llm-fleet/llama-server:b11312-3f2a9c1d0e4b",
+    "model": {"sha256": "6c1a2b41" * 8, "filename": "Llama-3.2-3B-Instruct-Q4_K_M.gguf", "path": "/opt/llm/x"},
+    "flags_digest": "a41c07d29b3e",
+    "settings": {"ctx_size": 2048},
+}
+STATUS_OUTPUT = f"""@@l4t
+# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025
+@@nvpmodel
+NV Power Mode: MAXN_SUPER
+0
+@@clocks
+{PINNED_SHOW}
+@@container
+running healthy
+@@release
+{json.dumps(RELEASE, indent=2)}
+@@metrics
+llamacpp:prompt_tokens_seconds 612.5
+llamacpp:predicted_tokens_seconds 27.125
+llamacpp:requests_processing 1
+
+http_code=200
+@@uptime
+93784.52 361002.11
+@@end
+"""
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A 127.0.0.1 port that is bound but not listening: connections are refused, and nobody else can take it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def write_inventory(directory: Path, text: str) -> Path:
+    path = directory / "hosts.yml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# ------------------------------------------------------------------------------------------- device output
+
+
+def test_device_output_parsers() -> None:
+    assert parse_l4t("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic") == "36.4.3"
+    assert parse_l4t("# R35 (release), REVISION: 6, GCID: 1") == "35.6.0"
+    assert parse_l4t("head: cannot open '/etc/nv_tegra_release'") is None
+    assert parse_power_mode("NVPM WARN: fan mode is not set!\nNV Power Mode: 15W\n2") == "15W"
+    assert parse_power_mode("sudo: a password is required") is None
+    assert parse_clocks_pinned(PINNED_SHOW) is True
+    unpinned = PINNED_SHOW.replace("cpu1: Online=1 Governor=schedutil MinFreq=1984000", "cpu1: Online=1 MinFreq=729600")
+    assert parse_clocks_pinned(unpinned) is False
+    assert parse_clocks_pinned(PINNED_SHOW.replace("FreqOverride=1", "FreqOverride=0")) is False
+    assert parse_clocks_pinned(PINNED_SHOW + "\ncpu4: Online=0") is True  # offline cores do not count
+    assert parse_clocks_pinned("Error: Run this script(/usr/bin/jetson_clocks) as a root user") is None
+
+
+# ------------------------------------------------------------------------------------------- inventory
+
+
+def test_ssh_options_from_ansible_args() -> None:
+    options = cli.parse_ssh_args(
+        '-o UserKnownHostsFile=/s/known_hosts -oStrictHostKeyChecking=accept-new -o "ConnectTimeout 7" -C'
+    )
+    assert options == {
+        "userknownhostsfile": "/s/known_hosts",
+        "stricthostkeychecking": "accept-new",
+        "connecttimeout": "7",
+    }
+
+
+def test_inventory_groups_hostvars_key_and_port(tmp_path: Path) -> None:
+    inventory = write_inventory(
+        tmp_path,
+        """\
+        all:
+          children:
+            jetsons:
+              vars:
+                ansible_user: jetson
+                ansible_ssh_private_key_file: ~/.ssh/fleet_ed25519
+                ansible_ssh_common_args: -o UserKnownHostsFile=/srv/fleet/known_hosts -o StrictHostKeyChecking=yes
+              children:
+                lab:
+                  hosts:
+                    jetson-1: {ansible_host: 127.0.0.1, ansible_port: 2201}
+                    jetson-2: {ansible_host: 127.0.0.1, ansible_port: 2202, llama_server_port: 9000}
+                shop:
+                  hosts:
+                    jetson-3: {ansible_host: 127.0.0.1}
+            other:
+              hosts:
+                builder: {ansible_host: 127.0.0.1}
+        """,
+    )
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars/shop.yml").write_text("---\nllama_server_port: 8081\n")
+
+    inv = cli.load_inventory([str(inventory)])
+
+    assert inv.groups["jetsons"] == ["jetson-1", "jetson-2", "jetson-3"]
+    assert inv.groups["lab"] == ["jetson-1", "jetson-2"]
+    assert [h.name for h in inv.resolve("shop")] == ["jetson-3"]
+    one, two, three = inv.resolve("jetsons")
+    assert (one.address, one.port, one.user) == ("127.0.0.1", 2201, "jetson")
+    assert one.key_file == os.path.expanduser("~/.ssh/fleet_ed25519")
+    assert one.known_hosts == ["/srv/fleet/known_hosts"]
+    assert one.strict_host_keys == "yes"
+    assert [h.server_port for h in (one, two, three)] == [8080, 9000, 8081]  # default, host var, group_vars
+    assert inv.hosts["builder"].user is None and inv.hosts["builder"].port == 22
+
+
+def test_missing_inventory_is_a_clear_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.yml"
+
+    assert cli.main(["-i", str(missing), "status"]) == 2
+    assert f"jetson-fleet: inventory not found: {missing}" in capsys.readouterr().err
+
+
+def test_malformed_inventory_is_a_clear_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inventory = write_inventory(
+        tmp_path, "all:\n  children:\n    jetsons:\n      hosts: {jetson-1: {ansible_host: x}\n"
+    )
+
+    assert cli.main(["-i", str(inventory), "status"]) == 2
+    err = capsys.readouterr().err
+    assert f"jetson-fleet: malformed inventory {inventory}:" in err
+    assert "YAML parsing failed" in err
+
+
+def test_unknown_host_or_group(tmp_path: Path) -> None:
+    inv = cli.parse_inventory(
+        {"_meta": {"hostvars": {"jetson-1": {}}}, "all": {"children": ["jetsons"]}, "jetsons": {"hosts": ["jetson-1"]}}
+    )
+    with pytest.raises(cli.CliError, match=r"no host or group named 'jetson-9' in the inventory \(groups: jetsons\)"):
+        inv.resolve("jetson-9")
+    with pytest.raises(cli.CliError, match="logs takes one host"):
+        cli.cmd_logs(inv, cli.build_parser().parse_args(["logs", "jetsons"]))
+
+
+def test_jinja_values_are_refused_not_guessed_when_the_host_is_asked_for() -> None:
+    inv = cli.parse_inventory(
+        {
+            "_meta": {"hostvars": {"jetson-1": {"ansible_host": "{{ lookup('env', 'IP') }}"}, "jetson-2": {}}},
+            "jetsons": {"hosts": ["jetson-1", "jetson-2"]},
+        }
+    )
+    assert [h.name for h in inv.resolve("jetson-2")] == ["jetson-2"]
+    with pytest.raises(cli.CliError, match="jetson-1: ansible_host is a Jinja expression"):
+        inv.resolve("jetsons")
+    with pytest.raises(cli.CliError, match="jetson-1: a port is not a number"):
+        cli.make_host("jetson-1", {"llama_server_port": "http"})
+
+
+# ------------------------------------------------------------------------------------------- status
+
+
+def test_status_output_is_parsed() -> None:
+    status = cli.parse_status_output(STATUS_OUTPUT)
+
+    assert status["l4t"] == "36.4.3"
+    assert status["power_mode"] == "MAXN_SUPER"
+    assert status["clocks_pinned"] is True
+    assert (status["container"], status["health"]) == ("running", "healthy")
+    assert status["release"]["id"] == "9b2e41c07a55"
+    assert status["release"]["model"] == "Llama-3.2-3B-Instruct-Q4_K_M.gguf"
+    assert status["gen_tps"] == 27.125 and status["requests_processing"] == 1
+    assert status["uptime_s"] == 93784
+    assert status["problems"] == []
+
+
+def test_status_reports_what_it_could_not_read() -> None:
+    output = STATUS_OUTPUT.replace("NV Power Mode: MAXN_SUPER\n0", "sudo: a password is required")
+    output = output.replace("running healthy", "Error: No such object: llama-server")
+    metrics = output[output.index("@@metrics") : output.index("@@uptime")]
+    output = output.replace(
+        metrics,
+        '@@metrics\n{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}\nhttp_code=401\n',
+    )
+
+    status = cli.parse_status_output(output)
+
+    assert status["power_mode"] is None and status["container"] == "absent" and status["gen_tps"] is None
+    assert status["problems"] == [
+        "nvpmodel: sudo: a password is required",
+        'metrics: HTTP 401 {"error":{"code":401,"message":"Invalid API Key","type":"aut',  # first 60 characters
+    ]
+
+
+def test_status_table_with_one_unreachable_host(closed_port: int) -> None:
+    down = cli.make_host("jetson-2", {"ansible_host": "127.0.0.1", "ansible_port": closed_port})
+    reachable = {"host": "jetson-1", "address": "10.0.0.11", "reachable": True, "error": None}
+
+    rows = [{**reachable, **cli.parse_status_output(STATUS_OUTPUT)}, cli.host_status(down, timeout=5)]
+    table = cli.status_table(rows).splitlines()
+
+    assert rows[1] == {"host": "jetson-2", "address": "127.0.0.1", "reachable": False, "error": "connection refused"}
+    assert table[0].split() == ["HOST", "ADDRESS", "L4T", "POWER", "CLOCKS", "SERVER", "RELEASE", "MODEL", "GEN",
+                                "TOK/S", "UPTIME"]  # fmt: skip
+    assert table[1].split() == [
+        "jetson-1", "10.0.0.11", "36.4.3", "MAXN_SUPER", "pinned", "running", "(healthy)", "9b2e41c07a55",
+        "Llama-3.2-3B-Instruct-Q4_K_M.gguf", "27.1", "1d2h",
+    ]  # fmt: skip
+    assert table[2].split() == ["jetson-2", "127.0.0.1", "unreachable:", "connection", "refused"]
+    assert not cli.status_ok(rows)
+
+
+def test_status_command_json_and_exit_code(
+    tmp_path: Path, closed_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory = write_inventory(
+        tmp_path,
+        f"""\
+        all:
+          children:
+            jetsons:
+              hosts:
+                jetson-1: {{ansible_host: 127.0.0.1, ansible_port: {closed_port}, ansible_user: jetson}}
+        """,
+    )
+
+    assert cli.main(["-i", str(inventory), "status", "--json", "--timeout", "5"]) == 1
+
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [{"host": "jetson-1", "address": "127.0.0.1", "reachable": False, "error": "connection refused"}]
+
+
+def test_restart_stops_at_the_first_failure(closed_port: int, capsys: pytest.CaptureFixture[str]) -> None:
+    hostvars = {"ansible_host": "127.0.0.1", "ansible_port": closed_port}
+    inv = cli.parse_inventory(
+        {
+            "_meta": {"hostvars": {"jetson-1": hostvars, "jetson-2": hostvars}},
+            "jetsons": {"hosts": ["jetson-1", "jetson-2"]},
+        }
+    )
+
+    assert cli.cmd_restart(inv, cli.build_parser().parse_args(["restart", "jetsons", "--connect-timeout", "5"])) == 1
+
+    captured = capsys.readouterr()
+    assert "jetson-1: FAILED: unreachable: connection refused" in captured.err
+    assert "stopped; not restarted: jetson-2" in captured.err
+    assert "jetson-2: restarting" not in captured.out
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="the status script uses curl, as on the devices")
+def test_status_script_runs_and_sends_the_key_only_through_stdin(tmp_path: Path) -> None:
+    """STATUS_SCRIPT under sh with stand-ins for sudo, nvpmodel, jetson_clocks and docker, and a fake server."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "sudo": '[ "$1" = -n ] && shift; exec "$@"',
+        "nvpmodel": 'printf "NV Power Mode: MAXN_SUPER\\n0\\n"',
+        "jetson_clocks": f"cat <<'EOF'\n{PINNED_SHOW}\nEOF",
+        "docker": '[ "$1" = inspect ] && [ "$4" = llama-server ] && echo "running healthy"',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    conf = tmp_path / "etc-llama-server"
+    conf.mkdir()
+    (conf / "release.json").write_text(json.dumps(RELEASE))
+    (conf / "api-key").write_text("k3y-on-device\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    with FakeLlamaServer(api_key="k3y-on-device") as server:
+        command = cli._script_command(cli.STATUS_SCRIPT, server.port, "llama-server", conf)
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, timeout=30, check=False)
+
+    assert "k3y-on-device" not in command
+    assert server.auth_headers == ["Bearer k3y-on-device"]
+    status = cli.parse_status_output(proc.stdout)
+    assert status["power_mode"] == "MAXN_SUPER" and status["clocks_pinned"] is True
+    assert (status["container"], status["health"]) == ("running", "healthy")
+    assert status["release"]["id"] == "9b2e41c07a55"
+    assert status["gen_tps"] == 27.125
+    assert status["problems"] == []
+    assert isinstance(status["uptime_s"], int)
+
+
+# ------------------------------------------------------------------------------------------- over SSH (Fabric)
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Iterator[tuple[SshServer, FakeLlamaServer, Path]]:
+    """An SSH server on 127.0.0.1 whose commands see stand-ins for the Jetson tools, the release record, the
+    API key file and a fake llama-server that wants the key."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "sudo": '[ "$1" = -n ] && shift; exec "$@"',
+        "nvpmodel": 'printf "NV Power Mode: MAXN_SUPER\\n0\\n"',
+        "jetson_clocks": f"cat <<'EOF'\n{PINNED_SHOW}\nEOF",
+        "docker": 'case "$1" in inspect) echo "running healthy";; logs) echo "docker logs $*";; esac',
+        "systemctl": f'echo "$*" >> "{tmp_path}/systemctl.log"',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    conf = tmp_path / "etc-llama-server"
+    conf.mkdir()
+    (conf / "release.json").write_text(json.dumps(RELEASE))  # no final newline: the script copes
+    (conf / "api-key").write_text("k3y-on-device\n")
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+    with FakeLlamaServer(api_key="k3y-on-device") as llama, SshServer(tmp_path, env) as ssh:
+        (tmp_path / "known_hosts").write_text(ssh.known_hosts_line)
+        yield ssh, llama, conf
+
+
+def device_hostvars(ssh: SshServer, llama: FakeLlamaServer, conf: Path, known_hosts: Path) -> dict[str, object]:
+    return {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": ssh.port,
+        "ansible_ssh_private_key_file": ssh.client_key_file,
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes",
+        "llama_server_port": llama.port,
+        "llama_server_config_dir": str(conf),
+    }
+
+
+def test_status_over_ssh_next_to_an_unreachable_host(
+    tmp_path: Path,
+    device: tuple[SshServer, FakeLlamaServer, Path],
+    closed_port: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ssh, llama, conf = device
+    hostvars = device_hostvars(ssh, llama, conf, tmp_path / "known_hosts")
+    inventory = tmp_path / "inventory.json"  # ansible-inventory reads JSON inventories too (yaml plugin)
+    down = {"ansible_host": "127.0.0.1", "ansible_port": closed_port}
+    inventory.write_text(
+        json.dumps({"all": {"children": {"jetsons": {"hosts": {"jetson-1": hostvars, "jetson-2": down}}}}})
+    )
+
+    assert cli.main(["-i", str(inventory), "status", "--timeout", "10"]) == 1  # one host unreachable
+
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[:7] == ["jetson-1", "127.0.0.1", "?", "MAXN_SUPER", "pinned", "running", "(healthy)"]
+    assert table[1].split()[-3:-1] == ["Llama-3.2-3B-Instruct-Q4_K_M.gguf", "27.1"]
+    assert table[2].split()[:3] == ["jetson-2", "127.0.0.1", "unreachable:"]
+    assert "jetson-1: nvpmodel" not in "\n".join(table)  # no problems reported for the reachable host
+    assert len(ssh.commands) == 1  # one SSH session, one remote script
+    assert "k3y-on-device" not in ssh.commands[0]
+    assert llama.auth_headers == ["Bearer k3y-on-device"]
+
+
+def test_a_rejected_key_is_unreachable_with_the_reason(
+    tmp_path: Path, device: tuple[SshServer, FakeLlamaServer, Path]
+) -> None:
+    ssh, llama, conf = device
+    other_key = tmp_path / "other_ecdsa"
+    paramiko.ECDSAKey.generate().write_private_key_file(str(other_key))
+    hostvars = {
+        **device_hostvars(ssh, llama, conf, tmp_path / "known_hosts"),
+        "ansible_ssh_private_key_file": str(other_key),
+    }
+
+    row = cli.host_status(cli.make_host("jetson-1", hostvars), timeout=10)
+
+    assert row["reachable"] is False
+    assert row["error"].startswith("authentication failed")
+    assert ssh.commands == []
+
+
+def test_an_unknown_host_key_is_refused(tmp_path: Path, device: tuple[SshServer, FakeLlamaServer, Path]) -> None:
+    ssh, llama, conf = device
+    (tmp_path / "empty_known_hosts").write_text("")
+    host = cli.make_host("jetson-1", device_hostvars(ssh, llama, conf, tmp_path / "empty_known_hosts"))
+
+    row = cli.host_status(host, timeout=10)
+
+    assert row["reachable"] is False
+    assert row["error"] == "host key unknown (not in known_hosts; StrictHostKeyChecking)"
+    assert ssh.commands == []
+    accept_new = {**device_hostvars(ssh, llama, conf, tmp_path / "empty_known_hosts")}
+    accept_new["ansible_ssh_common_args"] = "-o StrictHostKeyChecking=accept-new"
+    assert cli.host_status(cli.make_host("jetson-1", accept_new), timeout=10)["reachable"] is True
+
+
+def test_restart_and_logs_over_ssh(
+    tmp_path: Path, device: tuple[SshServer, FakeLlamaServer, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ssh, llama, conf = device
+    hostvars = device_hostvars(ssh, llama, conf, tmp_path / "known_hosts")
+    inv = cli.parse_inventory({"_meta": {"hostvars": {"jetson-1": hostvars}}, "jetsons": {"hosts": ["jetson-1"]}})
+
+    assert cli.cmd_restart(inv, cli.build_parser().parse_args(["restart", "jetson-1", "--timeout", "20"])) == 0
+    assert (tmp_path / "systemctl.log").read_text() == "restart llama-server.service\n"
+    assert "jetson-1: healthy after 0s" in capsys.readouterr().out
+
+    assert cli.cmd_logs(inv, cli.build_parser().parse_args(["logs", "jetson-1", "--tail", "5"])) == 0
+    assert "docker logs logs --tail 5 llama-server" in capsys.readouterr().out
