@@ -89,6 +89,11 @@ def _restart_batches(result: PlayResult) -> list[list[str]]:
     return [batch for batch in batches if batch]
 
 
+def _recap(result: PlayResult) -> str:
+    """The ROLLOUT RECAP the jetson_llm.fleet.rollout_recap callback prints when the run ends."""
+    return result.output.split("ROLLOUT RECAP", 1)[1] if "ROLLOUT RECAP" in result.output else ""
+
+
 def _ready_seconds(result: PlayResult) -> list[float]:
     return [float(s) for s in re.findall(r"ready in ([\d.]+) s", result.output)]
 
@@ -154,6 +159,9 @@ def test_canary_fault_is_rolled_back_and_stops_the_rollout(converged: Fleet) -> 
     assert re.search(rolled_back, _flat(result)), result.output[-4000:]
     # The failed start and the rollback, both on the canary only.
     assert _restart_batches(result) == [["jetson-1"], ["jetson-1"]], result.output[-3000:]
+    recap = _recap(result)
+    assert re.search(rf"^jetson-1 : ROLLED BACK to release {previous} \(healthy\)", recap, re.M), recap
+    assert re.search(r"^jetson-2 : not reached", recap, re.M) and re.search(r"^jetson-3 : not reached", recap, re.M)
     assert _release(converged, "jetson-1") == before["jetson-1"]
     assert "--no-such-flag" not in _container(converged, "jetson-1")["Args"]  # type: ignore[operator]
     assert _healthy(converged, "jetson-1")
@@ -195,7 +203,7 @@ def test_unreachable_host_mid_rollout_honours_max_fail_percentage(converged: Fle
     # unreachable host of two is 50 %: not above fleet_max_fail_percentage 50, so jetson-2 is still rolled out.
     fault = {
         "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "tests/fixtures/callback_plugins"),
-        "ANSIBLE_CALLBACKS_ENABLED": "jetsim_fault",
+        "ANSIBLE_CALLBACKS_ENABLED": "jetson_llm.fleet.rollout_recap,jetsim_fault",
         "JETSIM_FAULT_AFTER_TASK": "Check the completion",
         "JETSIM_FAULT_ON_HOST": "jetson-1",
         "JETSIM_FAULT_COMMAND": json.dumps([sys.executable, str(REPO / "tests/jetsim/jetsim"), "stop", "jetson-3"]),
@@ -208,6 +216,8 @@ def test_unreachable_host_mid_rollout_honours_max_fail_percentage(converged: Fle
         assert result.recap["jetson-3"]["unreachable"] == 1, result.recap
         assert result.recap["jetson-1"]["failed"] == 0 and result.recap["jetson-2"]["failed"] == 0
         assert re.search(r"jetson-3: .*server not deployed in this run", _flat(result)), result.output[-3000:]
+        assert re.search(r"^jetson-3 : UNREACHABLE", _recap(result), re.M), _recap(result)
+        assert re.search(r"^jetson-2 : release \w+ healthy, restarted, ready in", _recap(result), re.M), _recap(result)
         for host in ("jetson-1", "jetson-2"):
             args = _release(converged, host)["args"]
             assert isinstance(args, list) and args[args.index("--parallel") + 1] == "2", host
