@@ -505,7 +505,7 @@ def _svg_chart(
     dashed target line. Failing bars get class "fail"."""
     bar_w, gap, left, top, plot_h = 22, 4, 56, 34, 170
     group_w = max(70, len(series) * (bar_w + gap) + 28)
-    width = left + group_w * len(rows) + 150
+    width = max(left + group_w * len(rows) + 150, 8 * len(title) + left)  # room for the title
     height = top + plot_h + 60
     values = [v for _, vals, _ in rows for v in vals if v is not None]
     scale_max = max([*values, target]) * 1.15 or 1.0

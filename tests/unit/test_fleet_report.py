@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -357,3 +358,24 @@ def test_no_regressions_is_said(run_dir: Path) -> None:
     report.main(["render", "--dir", str(run_dir), "--compare", str(run_dir)])
 
     assert "No regressions." in (run_dir / "fleet.md").read_text()
+
+
+def table(text: str, table_id: str) -> list[dict[str, str]]:
+    """The rows of an HTML table as {header: cell text}."""
+    section = text.split(f'<table id="{table_id}">', 1)[1].split("</table>", 1)[0]
+    rows = [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", section, re.S)
+    ]
+    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+
+
+def test_html_results_table_puts_each_latency_under_its_query_type(run_dir: Path) -> None:
+    report.main(["render", "--dir", str(run_dir)])
+    rows = table((run_dir / "fleet.html").read_text(), "results-table")
+
+    assert [row["host"] for row in rows] == HOSTS
+    for row in rows:
+        probes = fixture(row["host"])["probes"]
+        for query in ("greeting", "coding", "tool_call"):
+            assert row[f"{query} s"] == f"{probes[query]['latency_s']:.2f}", (row["host"], query)
