@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv system-deps lint test test-fast demo jetsim-up jetsim-down jetsim-status verify clean
+.PHONY: help venv system-deps lint test test-fast demo jetsim-up jetsim-down jetsim-status verify benchmark status clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,12 @@ demo: venv system-deps ## Start a 3-host jetsim fleet and run site.yml against i
 
 verify: venv ## testinfra checks against INVENTORY (default inventory/hosts.yml)
 	$(PY) -m pytest tests/verify --hosts=ansible://jetsons --ansible-inventory=$(INVENTORY) --force-ansible $(PYTEST_ARGS)
+
+benchmark: venv ## Benchmark the fleet of INVENTORY: reports/<UTC time>/<host>.json, fleet.md, fleet.html
+	ansible-playbook -i $(INVENTORY) playbooks/benchmark.yml
+
+status: venv ## The fleet of INVENTORY at a glance (jetson-fleet status)
+	$(PY) -m jetson_fleet -i $(INVENTORY) status
 
 clean: ## Remove the venv and caches in the work tree (not the jetsim cache in ~/.cache)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
