@@ -65,6 +65,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # one inventory lookup per host and test file
 def settings(host: Any) -> Settings:
     return Settings(host)

@@ -51,12 +51,12 @@ def http(host: Any, settings: Any, path: str, body: dict[str, Any] | None = None
     return int(result["status"]), str(result["body"])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def container(host: Any, settings: Any) -> dict[str, Any]:
     return inspect(host, settings["llama_server_container_name"])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def release(host: Any, settings: Any) -> dict[str, Any]:
     with host.sudo():
         return dict(json.loads(host.file(f"{settings['llama_server_config_dir']}/{RELEASE_FILE}").content_string))
