@@ -97,6 +97,19 @@ def test_rejected_transfer_removes_the_directory_unless_a_link_points_into_it() 
     assert linked == f"/opt/llm/models/{A}/{FILE}"
 
 
+def test_stores_of_the_server_releases_are_never_pruned() -> None:
+    # The server runs B (a canary rollback left it there) while the links moved on to A and C: B stays.
+    result = render(
+        "{{ _hf_model_prune }}",
+        hf_model_keep=2,
+        hf_model_keep_sha256=[B],
+        _hf_model_old_current=f"{C}/{FILE}",
+        _hf_model_old_previous=f"{B}/{FILE}",
+        _hf_model_stores=stores(A, C, D, B),
+    )
+    assert result == [f"/opt/llm/models/{D}"]
+
+
 @pytest.mark.parametrize(
     ("keep", "old_current", "old_previous", "found", "pruned"),
     [
