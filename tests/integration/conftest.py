@@ -85,8 +85,10 @@ class Fleet:
     def docker(self) -> harness.Docker:
         return harness.ensure_daemon()
 
-    def exec(self, host: str, *command: str, check: bool = True) -> str:
+    def exec(self, host: str, *command: str, check: bool = True, input: str | None = None) -> str:
         """Run a command on a host through the container runtime (a back door independent of SSH)."""
+        if input is not None:
+            return self.docker("exec", "-i", harness.container(host), *command, check=check, input=input)
         return self.docker("exec", harness.container(host), *command, check=check)
 
     def boot_id(self, host: str) -> str:

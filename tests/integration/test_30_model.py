@@ -38,6 +38,7 @@ GATED = "meta-llama/tiny-llama-gated-GGUF"
 FILE = "tiny-llama-test.F32.gguf"
 TOKEN = "hf_e2e_secret_Zq81vXk3mP0wLr"
 MODELS = "/opt/llm/models"
+RELEASES = "/etc/llama-server"  # llama_server's release records
 DEVICE_DIRS = ["/opt", "/etc", "/home", "/root", "/var/log", "/tmp"]
 DEFAULT_VARIANT = "orin-nx-16-super"
 ONE_BATCH = ["100%"]  # fleet_serial for the runs that do not test the canary: one batch is faster
@@ -89,8 +90,8 @@ def env(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
     host_json = json.loads(fleet.exec("jetson-3", "cat", "/etc/jetsim/host.json", check=False) or "{}")
     if host_json.get("variant") != DEFAULT_VARIANT:
         fleet.recreate("jetson-3", variant=DEFAULT_VARIANT, power_mode="15W")
-    for host in fleet.hosts:
-        fleet.exec(host, "rm", "-rf", MODELS)
+    for host in fleet.hosts:  # no model, and no server release whose model would be kept from pruning
+        fleet.exec(host, "rm", "-rf", MODELS, f"{RELEASES}/release.json", f"{RELEASES}/previous.json")
     tmp = tmp_path_factory.mktemp("hf_model")
     models = {name: _gguf(tmp, seed) for seed, name in enumerate("ABCDEF")}
     gateway = str(harness.SUBNET.network_address + 1)  # reachable from the controller and the devices
@@ -298,3 +299,23 @@ def test_devices_download_themselves_and_old_stores_are_pruned(env: Env) -> None
         assert env.stores(host) == {new, env.sha("B")}, host  # A was pruned (hf_model_keep: 2)
         found = env.fleet.exec(host, "grep", "-rlsF", "--", TOKEN, *DEVICE_DIRS, check=False)
         assert found.strip() == "", f"{host}: token found in {found}"
+
+
+def test_models_of_the_server_releases_are_never_pruned(env: Env) -> None:
+    # The server still runs B (say a canary rollback kept it) while the links say current F, previous B. Going
+    # back to A makes F previous; B would be pruned (hf_model_keep: 2) but the release record protects it.
+    b = env.sha("B")
+    release = {"id": "e2e", "image": "none", "model": {"sha256": b, "filename": FILE, "path": f"{MODELS}/{b}/{FILE}"}}
+    write = f"mkdir -p {RELEASES} && cat > {RELEASES}/release.json"
+    for host in env.fleet.hosts:
+        env.fleet.exec(host, "sh", "-c", write, input=json.dumps(release))
+    try:
+        result = env.run(fleet_serial=ONE_BATCH, timing="model: back to A, B protected by the server release")
+    finally:
+        for host in env.fleet.hosts:
+            env.fleet.exec(host, "rm", "-f", f"{RELEASES}/release.json")
+
+    _assert_ok(result, env.fleet.hosts)
+    for host in env.fleet.hosts:
+        assert env.current(host) == (f"{env.sha('A')}/{FILE}", env.sha("A")), host
+        assert env.stores(host) == {env.sha("A"), env.sha("F"), b}, host
