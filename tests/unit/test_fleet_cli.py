@@ -277,16 +277,16 @@ def test_restart_stops_at_the_first_failure(closed_port: int, capsys: pytest.Cap
     assert "jetson-2: restarting" not in captured.out
 
 
-@pytest.mark.skipif(not shutil.which("curl"), reason="the status script uses curl, as on the devices")
-def test_status_script_runs_and_sends_the_key_only_through_stdin(tmp_path: Path) -> None:
-    """STATUS_SCRIPT under sh with stand-ins for sudo, nvpmodel, jetson_clocks and docker, and a fake server."""
+def fake_device(tmp_path: Path, **extra_stubs: str) -> tuple[Path, Path]:
+    """Stand-ins for sudo, nvpmodel, jetson_clocks (and extra_stubs) in tmp_path/bin, and a config directory with
+    the release record (no final newline: the script copes) and an API key file."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     stubs = {
         "sudo": '[ "$1" = -n ] && shift; exec "$@"',
         "nvpmodel": 'printf "NV Power Mode: MAXN_SUPER\\n0\\n"',
         "jetson_clocks": f"cat <<'EOF'\n{PINNED_SHOW}\nEOF",
-        "docker": '[ "$1" = inspect ] && [ "$4" = llama-server ] && echo "running healthy"',
+        **extra_stubs,
     }
     for name, body in stubs.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -295,6 +295,15 @@ def test_status_script_runs_and_sends_the_key_only_through_stdin(tmp_path: Path)
     conf.mkdir()
     (conf / "release.json").write_text(json.dumps(RELEASE))
     (conf / "api-key").write_text("k3y-on-device\n")
+    return bin_dir, conf
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="the status script uses curl, as on the devices")
+def test_status_script_runs_and_sends_the_key_only_through_stdin(tmp_path: Path) -> None:
+    """STATUS_SCRIPT under sh with stand-ins for sudo, nvpmodel, jetson_clocks and docker, and a fake server."""
+    bin_dir, conf = fake_device(
+        tmp_path, docker='[ "$1" = inspect ] && [ "$4" = llama-server ] && echo "running healthy"'
+    )
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
     with FakeLlamaServer(api_key="k3y-on-device") as server:
@@ -319,22 +328,11 @@ def test_status_script_runs_and_sends_the_key_only_through_stdin(tmp_path: Path)
 def device(tmp_path: Path) -> Iterator[tuple[SshServer, FakeLlamaServer, Path]]:
     """An SSH server on 127.0.0.1 whose commands see stand-ins for the Jetson tools, the release record, the
     API key file and a fake llama-server that wants the key."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    stubs = {
-        "sudo": '[ "$1" = -n ] && shift; exec "$@"',
-        "nvpmodel": 'printf "NV Power Mode: MAXN_SUPER\\n0\\n"',
-        "jetson_clocks": f"cat <<'EOF'\n{PINNED_SHOW}\nEOF",
-        "docker": 'case "$1" in inspect) echo "running healthy";; logs) echo "docker logs $*";; esac',
-        "systemctl": f'echo "$*" >> "{tmp_path}/systemctl.log"',
-    }
-    for name, body in stubs.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(stat.S_IRWXU)
-    conf = tmp_path / "etc-llama-server"
-    conf.mkdir()
-    (conf / "release.json").write_text(json.dumps(RELEASE))  # no final newline: the script copes
-    (conf / "api-key").write_text("k3y-on-device\n")
+    bin_dir, conf = fake_device(
+        tmp_path,
+        docker='case "$1" in inspect) echo "running healthy";; logs) echo "docker logs $*";; esac',
+        systemctl=f'echo "$*" >> "{tmp_path}/systemctl.log"',
+    )
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)}
     with FakeLlamaServer(api_key="k3y-on-device") as llama, SshServer(tmp_path, env) as ssh:
         (tmp_path / "known_hosts").write_text(ssh.known_hosts_line)
