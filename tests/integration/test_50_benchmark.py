@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import harness
 import pytest
 from conftest import REPO, Fleet, PlayResult
 
@@ -167,3 +168,21 @@ def test_cli_usage_errors(keyed: Fleet, tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert missing.returncode == 2 and "inventory not found" in missing.stderr
+
+
+def test_cli_status_shows_a_stopped_host_unreachable_and_the_others(keyed: Fleet) -> None:
+    harness.stop_host("jetson-2")
+    try:
+        proc = _cli(keyed, "status", "--json", "--timeout", "10")
+        table = _cli(keyed, "status", "--timeout", "10")
+    finally:
+        harness.start_host("jetson-2")  # llama-server.service brings the server back at boot
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a host is unreachable
+    rows = {row["host"]: row for row in json.loads(proc.stdout)}
+    assert rows["jetson-2"]["reachable"] is False and rows["jetson-2"]["error"], rows["jetson-2"]
+    for host in ("jetson-1", "jetson-3"):
+        assert rows[host]["reachable"] and (rows[host]["container"], rows[host]["health"]) == ("running", "healthy")
+    line = next(line for line in table.stdout.splitlines() if line.startswith("jetson-2"))
+    assert "unreachable" in line, table.stdout
+    assert sum(1 for line in table.stdout.splitlines() if line.startswith(("jetson-1", "jetson-3"))) == 2
