@@ -122,6 +122,13 @@ def test_every_host_serves_the_model(converged: Fleet) -> None:
         container = _container(converged, host)
         assert container["Args"] == release["args"] and container["Config"]["Image"] == release["image"]  # type: ignore[index]
         assert "--parallel" in release["args"]  # type: ignore[operator]
+    # Every flag the release passes is one the pinned llama-server documents in its --help.
+    release = _release(converged, "jetson-1")
+    image = str(release["image"])
+    helptext = converged.exec("jetson-1", "docker", "run", "--rm", "--network=none", image, "--help")
+    flags = {arg for arg in release["args"] if str(arg).startswith("--")}  # type: ignore[union-attr]
+    unknown = {flag for flag in flags if not re.search(rf"(^|[\s,]){re.escape(flag)}([\s,=]|$)", helptext, re.M)}
+    assert flags and not unknown, unknown
 
 
 def test_parallel_change_is_a_rolling_restart_without_build_or_download(converged: Fleet) -> None:
