@@ -181,8 +181,9 @@ def test_cli_status_shows_a_stopped_host_unreachable_and_the_others(keyed: Fleet
     assert proc.returncode == 1, proc.stdout + proc.stderr  # a host is unreachable
     rows = {row["host"]: row for row in json.loads(proc.stdout)}
     assert rows["jetson-2"]["reachable"] is False and rows["jetson-2"]["error"], rows["jetson-2"]
-    for host in ("jetson-1", "jetson-3"):
-        assert rows[host]["reachable"] and (rows[host]["container"], rows[host]["health"]) == ("running", "healthy")
+    for host in ("jetson-1", "jetson-3"):  # still reported (the restart test may have left a health "starting")
+        assert rows[host]["reachable"] and rows[host]["container"] == "running", rows[host]
+        assert rows[host]["release"]["id"] == _release(keyed, host)["id"]
     line = next(line for line in table.stdout.splitlines() if line.startswith("jetson-2"))
     assert "unreachable" in line, table.stdout
     assert sum(1 for line in table.stdout.splitlines() if line.startswith(("jetson-1", "jetson-3"))) == 2
