@@ -57,7 +57,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
                 {"name": "Render the release", "ansible.builtin.copy": {
                     "dest": str(out / f"{name}.json"), "mode": "0644",
                     "content": "{{ {'args': _llama_server_args, 'docker': _llama_server_docker_args, "
-                               "'health': _llama_server_health_cmd, 'settings': _llama_server_settings} | to_json }}"}},
+                               "'health': _llama_server_health_cmd, 'settings': _llama_server_settings, "
+                               "'mounts': _llama_server_release_mounts} | to_json }}"}},
                 {"name": "Render the run script", "ansible.builtin.template": {
                     "src": str(ROLE / "templates/run.sh.j2"), "dest": str(out / f"{name}.sh"), "mode": "0755"}},
                 {"name": "Render the unit", "ansible.builtin.template": {
@@ -139,6 +140,14 @@ def test_optional_features_and_extra_args(rendered: dict[str, dict[str, Any]]) -
     assert {"--no-cont-batching", "--no-kv-unified"} <= set(args) and "--load-mode" not in args
     assert "/opt/llm/draft/small.gguf:/models/draft/small.gguf:ro" in docker
     assert "--runtime" not in docker and "--ulimit" not in docker
+
+
+def test_release_check_looks_for_the_model_and_draft_not_the_key_file(rendered: dict[str, dict[str, Any]]) -> None:
+    # The files the deploy and the rollback require on the device before a start: what the release mounts,
+    # except the API key file (written by the role itself after the check).
+    assert rendered["defaults"]["mounts"] == [MODEL["path"]]
+    assert rendered["api_key_and_limits"]["mounts"] == [MODEL["path"]]
+    assert rendered["draft_cache_extra"]["mounts"] == [MODEL["path"], "/opt/llm/draft/small.gguf"]
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
