@@ -71,3 +71,33 @@ def test_mypy() -> None:
         pytest.skip("no Python sources under the collection plugins or tests/jetsim yet")
     # MYPYPATH lets mypy resolve ansible_collections.jetson_llm.fleet imports to the local collection.
     run(tool("mypy"), *sources, env={"MYPYPATH": str(REPO / "collections")})
+
+
+MODULES = sorted((COLLECTION / "plugins" / "modules").glob("*.py"))
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda path: path.stem)
+def test_module_documents_before_it_imports(module: Path) -> None:
+    # ansible-test sanity (validate-modules) requires DOCUMENTATION, EXAMPLES and RETURN before any import but
+    # `from __future__`: ansible-doc reads them without importing the module's dependencies.
+    import ast
+
+    body = ast.parse(module.read_text()).body
+    order = [
+        node.targets[0].id if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) else "import"
+        for node in body
+        if isinstance(node, ast.Assign | ast.Import)
+        or (isinstance(node, ast.ImportFrom) and node.module != "__future__")
+    ]
+    assert order[:4] == ["DOCUMENTATION", "EXAMPLES", "RETURN", "import"], order[:4]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda path: path.stem)
+def test_module_documentation_renders(module: Path) -> None:
+    run(
+        tool("ansible-doc"),
+        "--type",
+        "module",
+        f"jetson_llm.fleet.{module.stem}",
+        env={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    )

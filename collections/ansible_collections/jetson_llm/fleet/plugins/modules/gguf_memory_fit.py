@@ -5,17 +5,6 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.jetson_llm.fleet.plugins.module_utils.gguf import (
-    CACHE_TYPE_BLOCKS,
-    MIB,
-    GGUFError,
-    estimate_memory,
-    read_gguf_metadata,
-)
-
 DOCUMENTATION = r"""
 ---
 module: gguf_memory_fit
@@ -157,10 +146,17 @@ max_ctx_size:
 """
 
 
-def fail(module: AnsibleModule, msg: str, **extra: Any) -> NoReturn:
-    """fail_json, typed as NoReturn (AnsibleModule is untyped for mypy)."""
-    module.fail_json(msg=msg, **extra)
-    raise AssertionError("fail_json returned")
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.jetson_llm.fleet.plugins.module_utils.gguf import (
+    CACHE_TYPE_BLOCKS,
+    MIB,
+    GGUFError,
+    estimate_memory,
+    read_gguf_metadata,
+)
+from ansible_collections.jetson_llm.fleet.plugins.module_utils.result import fail
 
 
 def mib(value: int | float) -> str:

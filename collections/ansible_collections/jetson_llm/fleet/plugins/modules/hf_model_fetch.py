@@ -5,43 +5,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import traceback
-from typing import Any, NoReturn
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.jetson_llm.fleet.plugins.module_utils.hf import (
-    CachePaths,
-    cache_paths,
-    cached_size,
-    hash_file,
-    install_verified,
-    is_sha256,
-    redact,
-    validate_filename,
-)
-
-try:
-    from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub import constants as hf_constants
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-    from huggingface_hub.utils import disable_progress_bars
-except ImportError:
-    HF_HUB_IMPORT_ERROR: str | None = traceback.format_exc()
-else:
-    HF_HUB_IMPORT_ERROR = None
-
 DOCUMENTATION = r"""
 ---
 module: hf_model_fetch
@@ -200,6 +163,46 @@ revision:
   type: str
 """
 
+
+import os
+import shutil
+import tempfile
+import traceback
+from typing import Any, NoReturn
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.jetson_llm.fleet.plugins.module_utils.hf import (
+    CachePaths,
+    cache_paths,
+    cached_size,
+    hash_file,
+    install_verified,
+    is_sha256,
+    redact,
+    validate_filename,
+)
+from ansible_collections.jetson_llm.fleet.plugins.module_utils.result import done as exit_module
+from ansible_collections.jetson_llm.fleet.plugins.module_utils.result import fail
+
+try:
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import constants as hf_constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from huggingface_hub.utils import disable_progress_bars
+except ImportError:
+    HF_HUB_IMPORT_ERROR: str | None = traceback.format_exc()
+else:
+    HF_HUB_IMPORT_ERROR = None
+
 DEFAULT_CACHE_DIR = "~/.cache/jetson-llm-fleet/models"
 LIBRARY_NAME = "jetson-llm-fleet"
 
@@ -254,8 +257,7 @@ class Fetcher:
 
     def fail(self, msg: str, **extra: Any) -> NoReturn:
         self.result.pop("changed", None)
-        self.module.fail_json(msg=redact(msg, [self.token]), **self.result, **extra)
-        raise AssertionError("fail_json returned")
+        fail(self.module, redact(msg, [self.token]), **self.result, **extra)
 
     def done(self, paths: CachePaths | None, size: int | None, changed: bool, stored: bool = True) -> NoReturn:
         self.result.update(
@@ -265,8 +267,7 @@ class Fetcher:
             size=size,
             stored=stored and paths is not None,
         )
-        self.module.exit_json(**self.result)
-        raise AssertionError("exit_json returned")
+        exit_module(self.module, **self.result)
 
     def done_metadata(self, expected: str | None, size: int | None) -> NoReturn:
         """download=false and the file is not stored: report what the hub says, download nothing."""
@@ -277,8 +278,7 @@ class Fetcher:
                 "or let this module download the file (download=true)"
             )
         self.result.update(changed=False, path=None, sha256=expected, size=size, stored=False)
-        self.module.exit_json(**self.result)
-        raise AssertionError("exit_json returned")
+        exit_module(self.module, **self.result)
 
     # --- hub errors ------------------------------------------------------------------------------
 

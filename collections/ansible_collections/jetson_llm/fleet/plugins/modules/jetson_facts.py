@@ -5,23 +5,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.jetson_llm.fleet.plugins.module_utils.jetson import (
-    identify_module,
-    jetpack_for_l4t,
-    parse_cuda_version,
-    parse_docker_daemon_json,
-    parse_dt_strings,
-    parse_l4t_dpkg_version,
-    parse_meminfo_total_mb,
-    parse_nv_tegra_release,
-    parse_nvpmodel_conf,
-)
-
 DOCUMENTATION = r"""
 ---
 module: jetson_facts
@@ -192,6 +175,24 @@ jetson:
           description: C(nvidia-ctk) is on PATH.
           type: bool
 """
+
+
+import os
+import platform
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.jetson_llm.fleet.plugins.module_utils.jetson import (
+    identify_module,
+    jetpack_for_l4t,
+    parse_cuda_version,
+    parse_docker_daemon_json,
+    parse_dt_strings,
+    parse_l4t_dpkg_version,
+    parse_meminfo_total_mb,
+    parse_nv_tegra_release,
+    parse_nvpmodel_conf,
+)
 
 MEMINFO = "/proc/meminfo"
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"

@@ -5,21 +5,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-from typing import Any, NoReturn
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.jetson_llm.fleet.plugins.module_utils.jetson import (
-    UnknownPowerModeError,
-    mode_summaries,
-    output_requests_reboot,
-    parse_nvpmodel_conf,
-    parse_nvpmodel_query,
-    reboot_required,
-    resolve_mode,
-)
-
 DOCUMENTATION = r"""
 ---
 module: nvpmodel
@@ -126,14 +111,25 @@ stderr:
   type: str
 """
 
+
+import os
+import subprocess
+from typing import Any, NoReturn
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.jetson_llm.fleet.plugins.module_utils.jetson import (
+    UnknownPowerModeError,
+    mode_summaries,
+    output_requests_reboot,
+    parse_nvpmodel_conf,
+    parse_nvpmodel_query,
+    reboot_required,
+    resolve_mode,
+)
+from ansible_collections.jetson_llm.fleet.plugins.module_utils.result import fail
+
 BIN_DIRS = ["/usr/sbin", "/usr/bin"]
 DECLINE_REBOOT = "no\n"
-
-
-def fail(module: AnsibleModule, msg: str, **extra: Any) -> NoReturn:
-    """fail_json, typed as NoReturn (AnsibleModule is untyped for mypy)."""
-    module.fail_json(msg=msg, **extra)
-    raise AssertionError("fail_json returned")
 
 
 class Runner:
