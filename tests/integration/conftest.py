@@ -11,10 +11,12 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,22 +39,55 @@ class PlayResult:
     output: str
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     def changed(self) -> dict[str, int]:
         return {host: stats["changed"] for host, stats in self.recap.items()}
 
-    def task(self, name: str) -> dict[str, str]:
-        """host -> status (ok, changed, skipping, failed, fatal) of the task whose title contains name."""
-        results: dict[str, str] = {}
-        current = False
-        for line in self.output.splitlines():
-            if line.startswith(("TASK [", "RUNNING HANDLER [")):
-                current = name in line
-            elif current:
-                match = re.match(r"^(ok|changed|skipping|failed|fatal): \[([^\]]+)\]", line)
-                if match:
-                    results[match[2].split(" -> ")[0]] = match[1]
-        return results
+    def ran(self, what: Call) -> dict[str, str]:
+        """host -> status (ok, changed, skipped, failed, unreachable) of the last task that matched what."""
+        return {event["host"]: event["status"] for event in self.events if what(event)}
+
+    def changed_batches(self, what: Call) -> list[list[str]]:
+        """Hosts on which each occurrence of a matching task changed something, in order (one per serial batch)."""
+        batches: dict[int, list[str]] = {}
+        for event in self.events:
+            if what(event) and event["status"] == "changed":
+                batches.setdefault(event["n"], []).append(event["host"])
+        return [batches[n] for n in sorted(batches)]
+
+
+# What a task did, from the jetsim_events callback (tests/fixtures/callback_plugins): independent of task titles.
+Event = dict[str, Any]
+Call = Callable[[Event], bool]
+
+
+def command(*subcommand: str) -> Call:
+    """A command task running `<program> <subcommand...>`, e.g. command("docker", "build")."""
+
+    def matches(event: Event) -> bool:
+        argv = event["args"].get("argv") or []
+        return (
+            event["action"].endswith("command")
+            and len(argv) > len(subcommand) - 1
+            and [Path(str(argv[0])).name, *map(str, argv[1 : len(subcommand)])] == list(subcommand)
+        )
+
+    return matches
+
+
+def service(name: str, state: str) -> Call:
+    """A systemd_service task bringing the unit name (with or without .service) to state."""
+    units = {name, name.removesuffix(".service"), f"{name}.service"}
+    return lambda event: (
+        event["action"].endswith(("systemd_service", "systemd"))
+        and event["args"].get("name") in units
+        and event["args"].get("state") == state
+    )
+
+
+def role(name: str) -> Call:
+    return lambda event: event["role"] == name
 
 
 @dataclass
@@ -65,12 +100,20 @@ class Fleet:
     ) -> PlayResult:
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
                "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0", **(env or {})}  # fmt: skip
-        started = time.monotonic()
-        proc = subprocess.run(
-            ["ansible-playbook", "-i", str(self.inventory), playbook, *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
-        )  # fmt: skip
-        seconds = time.monotonic() - started
+        callbacks = env.get("ANSIBLE_CALLBACKS_ENABLED", "jetson_llm.fleet.rollout_recap")
+        with tempfile.NamedTemporaryFile("r", suffix=".jsonl", prefix="jetsim-events-") as events:
+            env.update(
+                ANSIBLE_CALLBACK_PLUGINS=str(REPO / "tests/fixtures/callback_plugins"),
+                ANSIBLE_CALLBACKS_ENABLED=f"{callbacks},jetsim_events",
+                JETSIM_EVENTS_FILE=events.name,
+            )
+            started = time.monotonic()
+            proc = subprocess.run(
+                ["ansible-playbook", "-i", str(self.inventory), playbook, *args],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+            )  # fmt: skip
+            seconds = time.monotonic() - started
+            recorded = [json.loads(line) for line in events.read().splitlines() if line.strip()]
         if timing:
             TIMINGS[timing] = round(seconds, 1)
         output = proc.stdout + proc.stderr
@@ -79,7 +122,7 @@ class Fleet:
             for m in RECAP.finditer(output)
             if m["host"] != "localhost"
         }
-        return PlayResult(proc.returncode, output, recap, seconds)
+        return PlayResult(proc.returncode, output, recap, seconds, recorded)
 
     @functools.cached_property
     def docker(self) -> harness.Docker:

@@ -12,12 +12,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Fleet
+from conftest import Fleet, command
 
 pytestmark = pytest.mark.jetsim
 IMAGE_REPO = "jetson-llm-fleet/llama-server"
-BUILD = "Build the image (the compiler runs here"
-LOAD = "Load the image"
+BUILD = command("docker", "build")  # the compile, on the build host
+LOAD = command("docker", "load")  # the image moved to a device
 
 
 def _images(fleet: Fleet, host: str) -> dict[str, str]:
@@ -36,7 +36,7 @@ def test_one_build_for_the_fleet_and_every_host_has_the_image(fleet: Fleet, cach
     result = fleet.playbook("site.yml", timing="site.yml with llama.cpp (build if not cached)")
 
     assert result.rc == 0, result.output[-6000:]
-    built = {host for host, status in result.task(BUILD).items() if status == "changed"}
+    built = {host for host, status in result.ran(BUILD).items() if status == "changed"}
     assert len(built) <= 1, f"compiled on {built}"
     tags = {host: _images(fleet, host) for host in fleet.hosts}
     assert all(tags.values()), tags
@@ -58,8 +58,8 @@ def test_rerun_compiles_nothing_and_moves_nothing(fleet: Fleet) -> None:
     result = fleet.playbook("site.yml", timing="site.yml no-op with llama.cpp")
 
     assert result.rc == 0, result.output[-6000:]
-    assert "changed" not in result.task(BUILD).values()
-    assert "changed" not in result.task(LOAD).values()
+    assert "changed" not in result.ran(BUILD).values()
+    assert "changed" not in result.ran(LOAD).values()
     assert result.changed() == {host: 0 for host in fleet.hosts}, result.output[-4000:]
 
 
@@ -72,8 +72,8 @@ def test_changed_flags_build_once_more_under_a_new_tag_and_keep_the_previous(fle
     result = fleet.playbook("site.yml", "-e", flags, timing="site.yml after a flags change (warm ccache)")
 
     assert result.rc == 0, result.output[-6000:]
-    assert list(result.task(BUILD).values()).count("changed") == 1, result.task(BUILD)
-    assert set(result.task(LOAD)) >= {"jetson-2", "jetson-3"}
+    assert list(result.ran(BUILD).values()).count("changed") == 1, result.ran(BUILD)
+    assert set(result.ran(LOAD)) >= {"jetson-2", "jetson-3"}
     for host in fleet.hosts:
         after = _images(fleet, host)
         assert len(after) == 2, f"{host}: {after}"  # the new release and the previous one

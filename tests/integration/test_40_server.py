@@ -16,15 +16,15 @@ from pathlib import Path
 
 import harness
 import pytest
-from conftest import REPO, TIMINGS, Fleet, PlayResult
+from conftest import REPO, TIMINGS, Fleet, PlayResult, command, role, service
 
 pytestmark = pytest.mark.jetsim
 PORT = 8080
 CONFIG = "/etc/llama-server"
-BUILD = "Build the image (the compiler runs here"
-LOAD = "Load the image"
-MODEL_COPY = "hf_model : "  # any changed hf_model task means the model moved
-RESTART = "Restart llama-server"
+BUILD = command("docker", "build")  # the compile, on the build host
+LOAD = command("docker", "load")  # the image moved to a device
+MODEL = role("hf_model")  # any change by hf_model means the model moved
+RESTART = service("llama-server.service", "restarted")
 KEY = "sk-jetsim-e2e-Hq72LmX0pW"
 
 
@@ -62,31 +62,6 @@ def _healthy(fleet: Fleet, host: str) -> bool:
     state = _container(fleet, host)["State"]
     assert isinstance(state, dict)
     return bool(state["Running"]) and state["Health"]["Status"] == "healthy" and _http(fleet, host, "/health")[0] == 200
-
-
-def _changed_tasks(result: PlayResult, prefix: str) -> set[str]:
-    """Titles of the tasks starting with prefix that reported changed on some host."""
-    titles, current = set(), ""
-    for line in result.output.splitlines():
-        if line.startswith("TASK ["):
-            current = line[6:].split("]")[0]
-        elif line.startswith("changed: [") and current.startswith(prefix):
-            titles.add(current)
-    return titles
-
-
-def _restart_batches(result: PlayResult) -> list[list[str]]:
-    """Hosts restarted by each occurrence of the restart task, in order (one occurrence per serial batch)."""
-    batches: list[list[str]] = []
-    inside = False
-    for line in result.output.splitlines():
-        if line.startswith("TASK ["):
-            inside = RESTART in line
-            if inside:
-                batches.append([])
-        elif inside and line.startswith("changed: ["):
-            batches[-1].append(line[10:].split("]")[0])
-    return [batch for batch in batches if batch]
 
 
 def _recap(result: PlayResult) -> str:
@@ -137,10 +112,10 @@ def test_parallel_change_is_a_rolling_restart_without_build_or_download(converge
     result = converged.playbook("site.yml", "-e", "llama_server_parallel=4", timing="server: rolling restart (3 hosts)")
 
     _ok(result, converged.hosts)
-    assert "changed" not in result.task(BUILD).values() and "changed" not in result.task(LOAD).values()
-    assert not _changed_tasks(result, MODEL_COPY), _changed_tasks(result, MODEL_COPY)
+    assert "changed" not in result.ran(BUILD).values() and "changed" not in result.ran(LOAD).values()
+    assert not result.changed_batches(MODEL), result.changed_batches(MODEL)
     # One batch at a time, canary first: [1, 25%, 100%] of 3 hosts.
-    assert _restart_batches(result) == [["jetson-1"], ["jetson-2"], ["jetson-3"]], result.output[-3000:]
+    assert result.changed_batches(RESTART) == [["jetson-1"], ["jetson-2"], ["jetson-3"]], result.output[-3000:]
     for host in converged.hosts:
         release = _release(converged, host)
         args = release["args"]
@@ -165,7 +140,7 @@ def test_canary_fault_is_rolled_back_and_stops_the_rollout(converged: Fleet) -> 
     rolled_back = rf"jetson-1: release \w+ .*failed the health gate .*Rolled back to release {previous}"
     assert re.search(rolled_back, _flat(result)), result.output[-4000:]
     # The failed start and the rollback, both on the canary only.
-    assert _restart_batches(result) == [["jetson-1"], ["jetson-1"]], result.output[-3000:]
+    assert result.changed_batches(RESTART) == [["jetson-1"], ["jetson-1"]], result.output[-3000:]
     recap = _recap(result)
     assert re.search(rf"^jetson-1 : ROLLED BACK to release {previous} \(healthy\)", recap, re.M), recap
     assert re.search(r"^jetson-2 : not reached", recap, re.M) and re.search(r"^jetson-3 : not reached", recap, re.M)
@@ -175,7 +150,7 @@ def test_canary_fault_is_rolled_back_and_stops_the_rollout(converged: Fleet) -> 
     for host in ("jetson-2", "jetson-3"):  # never reached
         assert _release(converged, host) == before[host]
         assert _container(converged, host)["State"]["StartedAt"] == started[host]  # type: ignore[index]
-        assert host not in result.task(RESTART)
+        assert host not in result.ran(RESTART)
 
 
 def test_rollback_playbook_swaps_to_the_previous_release(converged: Fleet) -> None:
