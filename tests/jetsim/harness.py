@@ -50,6 +50,7 @@ SUBNET = ipaddress.ip_network(f"10.203.{_INDEX}.0/24")
 NETWORK = f"{FLEET}-net"
 BRIDGE = "jetsim0" if _INDEX == 1 else f"jetsim{_INDEX}"
 LABEL = f"jetsim.fleet={FLEET}"
+KEPT_LABEL = f"jetsim.kept={FLEET}"  # the build host's Docker data: outlives the fleet (not removed by down)
 ADMIN_USER = "jetson"
 SUITE = "bookworm"
 PACKAGES = [
@@ -382,17 +383,23 @@ def _tar(files: dict[str, tuple[bytes, int, int]]) -> bytes:
     return buffer.getvalue()
 
 
-def create_host(docker: Docker, image: str, runtime: str | None, spec: HostSpec) -> None:
+def create_host(docker: Docker, image: str, runtime: str | None, spec: HostSpec, keep_docker: bool = False) -> None:
+    """Create and start a host. keep_docker: the build host's Docker data (/var/lib/docker, where BuildKit keeps
+    the ccache mount of the llama.cpp build) outlives the fleet, as a real build host's does; see
+    reset_kept_docker. Every other host starts with an empty Docker."""
     name = container(spec.name)
-    volume = f"{name}-docker"
     docker("rm", "-f", name, check=False)
-    docker("volume", "rm", "-f", volume, check=False)
+    if keep_docker:
+        volume, volume_label = f"{name}-docker-kept", KEPT_LABEL
+    else:
+        volume, volume_label = f"{name}-docker", LABEL
+        docker("volume", "rm", "-f", volume, check=False)
     args = [
         "create", "--name", name, "--hostname", spec.name, "--label", LABEL,
         "--label", f"jetsim.variant={spec.variant}", "--privileged", "--cgroupns", "private",
         "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3",
         "--restart", "unless-stopped", "--network", NETWORK, "--ip", spec.address,
-        "--mount", f"type=volume,source={volume},target=/var/lib/docker,volume-label={LABEL}",
+        "--mount", f"type=volume,source={volume},target=/var/lib/docker,volume-label={volume_label}",
     ]  # fmt: skip
     if runtime:
         args += ["--runtime", runtime]
@@ -407,6 +414,35 @@ def create_host(docker: Docker, image: str, runtime: str | None, spec: HostSpec)
     )
     docker("cp", "-a", "-", f"{name}:/", input=stream)
     docker("start", name)
+
+
+# What a previous fleet left in the build host's kept Docker: its containers and every image but jetsim's own
+# build bases. BuildKit's build cache (with the ccache mount) stays.
+_RESET_KEPT_DOCKER = (
+    "docker ps -aq | xargs -r docker rm -f >/dev/null && "
+    "docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -v -e '^jetsim/' -e '<none>'"
+    " | xargs -r docker rmi >/dev/null && "
+    "docker image prune -f >/dev/null"
+)
+
+
+def boot_host(docker: Docker, image: str, runtime: str | None, spec: HostSpec, builder: bool) -> str:
+    """Create a host, wait for its boot and return its SSH host key line. The build host keeps its Docker data;
+    when a previous fleet left it unusable (a dockerd killed mid-write), it starts over with an empty one."""
+    create_host(docker, image, runtime, spec, keep_docker=builder)
+    try:
+        known = wait_booted(docker, spec)
+        if not builder or docker.ok("exec", container(spec.name), "sh", "-c", _RESET_KEPT_DOCKER):
+            return known
+    except JetsimError as exc:
+        if not builder:
+            raise
+        log(f"{spec.name}: {exc}")
+    log(f"{spec.name}: the kept Docker data is unusable: starting over with an empty one")
+    docker("rm", "-f", container(spec.name), check=False)
+    docker("volume", "rm", "-f", f"{container(spec.name)}-docker-kept", check=False)
+    create_host(docker, image, runtime, spec, keep_docker=True)
+    return wait_booted(docker, spec)
 
 
 def wait_booted(docker: Docker, spec: HostSpec) -> str:
@@ -616,9 +652,12 @@ def up(hosts: int, variant: str, overrides: dict[str, dict[str, str]], build_ima
     remove_fleet(docker)
     ensure_network(docker)
     started = time.monotonic()
+    builder = specs[0].name if build_images else None
     for spec in specs:
-        create_host(docker, image, runtime, spec)
-    known = {spec.name: wait_booted(docker, spec) for spec in specs}
+        if spec.name != builder:
+            create_host(docker, image, runtime, spec)
+    known = {spec.name: boot_host(docker, image, runtime, spec, True) for spec in specs if spec.name == builder}
+    known.update({spec.name: wait_booted(docker, spec) for spec in specs if spec.name != builder})
     (STATE / "vars.json").unlink(missing_ok=True)
     fleet_vars = start_hub()
     if build_images:
@@ -640,10 +679,10 @@ def recreate(name: str, variant: str | None, power_mode: str | None) -> Path:
     docker = ensure_daemon()
     image = ensure_image(docker)
     ensure_network(docker)
-    create_host(docker, image, privileged_runtime(docker, image), spec)
+    builder = _fleet_vars().get("llama_cpp_build_host") == name
     known = _known_hosts_now()
-    known[spec.name] = wait_booted(docker, spec)
-    if _fleet_vars().get("llama_cpp_build_host") == name:
+    known[spec.name] = boot_host(docker, image, privileged_runtime(docker, image), spec, builder)
+    if builder:
         preload_build_images(name)
     return write_state(specs, known)
 
