@@ -656,8 +656,11 @@ def up(hosts: int, variant: str, overrides: dict[str, dict[str, str]], build_ima
     for spec in specs:
         if spec.name != builder:
             create_host(docker, image, runtime, spec)
-    known = {spec.name: boot_host(docker, image, runtime, spec, True) for spec in specs if spec.name == builder}
-    known.update({spec.name: wait_booted(docker, spec) for spec in specs if spec.name != builder})
+    # The others boot meanwhile; the build host is created (and, when needed, created again) by boot_host.
+    known = {
+        spec.name: boot_host(docker, image, runtime, spec, True) if spec.name == builder else wait_booted(docker, spec)
+        for spec in specs
+    }
     (STATE / "vars.json").unlink(missing_ok=True)
     fleet_vars = start_hub()
     if build_images:
