@@ -31,7 +31,7 @@ RELEASE = {
 
 
 def make_device(tmp: Path) -> dict[str, object]:
-    """Stand-in tools and files; returns the host's inventory variables (the port is added by the test)."""
+    """Stand-in tools and files; returns the host's inventory variables (the release record is the test's)."""
     bin_dir = tmp / "bin"
     bin_dir.mkdir()
     (tmp / "bench.json").write_text(json.dumps(BENCH_RUNS))
@@ -57,7 +57,6 @@ esac""",
     (tmp / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic\n")
     conf = tmp / "etc-llama-server"
     conf.mkdir()
-    (conf / "release.json").write_text(json.dumps(RELEASE))
     (conf / "api-key").write_text("pb-s3cret\n")
     return {
         "ansible_connection": "local",
@@ -77,7 +76,10 @@ def test_benchmark_playbook_writes_reports_and_gates(tmp_path: Path) -> None:
     hostvars = make_device(tmp_path)
     reports = tmp_path / "reports"
     with FakeLlamaServer(api_key="pb-s3cret", burst_prompts=probe.BURST_PROMPTS) as server:
-        hostvars["llama_server_port"] = server.port
+        # The server listens where the deployed release says; the inventory's port (changed since) is not probed.
+        release = {**RELEASE, "settings": {**RELEASE["settings"], "port": server.port}}
+        (tmp_path / "etc-llama-server/release.json").write_text(json.dumps(release))
+        hostvars["llama_server_port"] = 9
         inventory = tmp_path / "inventory.json"
         inventory.write_text(json.dumps({"all": {"children": {"jetsons": {"hosts": {"jetson-1": hostvars}}}}}))
         env = {
@@ -106,7 +108,7 @@ def test_benchmark_playbook_writes_reports_and_gates(tmp_path: Path) -> None:
                               "clocks_pinned": True}  # fmt: skip
     assert host["targets"]["generation_tps_min"] == 30 and host["targets"]["memory_mb_max"] == 4096
     assert host["memory"]["ram_used_mb_max"] == 3937
-    assert host["settings"] == RELEASE["settings"]
+    assert host["settings"] == release["settings"]
     # llama-bench: the deployed image and model, the release's settings in llama-bench's terms, the server's runtime
     args = (tmp_path / "docker-run.args").read_text().splitlines()
     assert args[:6] == ["run", "--rm", "--network=none", "--runtime", "runc", "--volume"]
