@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv system-deps lint test test-fast demo jetsim-up jetsim-down jetsim-status verify benchmark status clean
+.PHONY: help venv system-deps lint docs test test-fast demo jetsim-up jetsim-down jetsim-status verify benchmark status clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ system-deps: ## Install Docker engine, debootstrap, iptables, ssh client (Debian
 
 lint: venv ## yamllint --strict, ansible-lint (production), syntax-check, ruff, mypy
 	$(PY) -m pytest -q tests/unit/test_lint.py $(PYTEST_ARGS)
+
+docs: venv ## Rewrite the variable tables of README.md and roles/*/README.md from meta/argument_specs.yml
+	$(PY) tests/tools/role_docs.py
 
 test-fast: venv ## Fast tier: unit, lint, templates, parsers (seconds, no fleet)
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
