@@ -52,6 +52,13 @@ def test_one_build_for_the_fleet_and_every_host_has_the_image(fleet: Fleet, cach
     config = json.loads(inspect)
     assert config["Labels"]["io.jetson-llm-fleet.backend"] == "cpu"
     assert config["User"] == "10001:10001"  # the server never runs as root
+    # What build-llama.sh recorded: the backend, the cache in use, the pinned build number.
+    recorded = fleet.exec(
+        "jetson-2", "docker", "run", "--rm", "--network=none", "--entrypoint", "cat", image,
+        "/usr/local/share/llama.cpp/build-config.txt", "/usr/local/share/llama.cpp/build-info.txt",
+    )  # fmt: skip
+    assert "backend: cpu" in recorded and "GGML_CUDA:BOOL=OFF" in recorded, recorded
+    assert "GGML_CCACHE:BOOL=ON" in recorded and "version: 11312 " in recorded, recorded
 
 
 def test_rerun_compiles_nothing_and_moves_nothing(fleet: Fleet) -> None:
