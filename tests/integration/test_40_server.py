@@ -2,8 +2,8 @@
 unreachable host, reboot, API key.
 
 The tests run in file order and share the fleet. jetsim serves the tiny test GGUF from its hub imitation and
-runs the CPU build of llama.cpp; the role code path is the one of a real fleet (only llama_server_docker_runtime
-differs, through the jetsim inventory).
+runs the CPU build of llama.cpp; the role code path is the one of a real fleet (the jetsim inventory only says
+that its internal network may be served without an API key: llama_server_open_access).
 """
 
 from __future__ import annotations
@@ -97,13 +97,15 @@ def test_every_host_serves_the_model(converged: Fleet) -> None:
         container = _container(converged, host)
         assert container["Args"] == release["args"] and container["Config"]["Image"] == release["image"]  # type: ignore[index]
         assert "--parallel" in release["args"]  # type: ignore[operator]
-    # Every flag the release passes is one the pinned llama-server documents in its --help.
+    # The pinned llama-server ACCEPTS every argument of the release (--help also lists removed flags): started with
+    # them and a model that does not exist, it gets past argument parsing and fails only at the model load.
     release = _release(converged, "jetson-1")
-    image = str(release["image"])
-    helptext = converged.exec("jetson-1", "docker", "run", "--rm", "--network=none", image, "--help")
-    flags = {arg for arg in release["args"] if str(arg).startswith("--")}  # type: ignore[union-attr]
-    unknown = {flag for flag in flags if not re.search(rf"(^|[\s,]){re.escape(flag)}([\s,=]|$)", helptext, re.M)}
-    assert flags and not unknown, unknown
+    args = [str(arg) for arg in release["args"]]  # type: ignore[union-attr]
+    args[args.index("--model") + 1] = "/nonexistent.gguf"
+    out = converged.exec("jetson-1", "sh", "-c", " ".join(
+        ["docker", "run", "--rm", "--network=none", str(release["image"]), *args, "2>&1"]), check=False)  # fmt: skip
+    assert "failed to load model" in out or "failed to open" in out, out[-2000:]
+    assert not re.search(r"invalid argument|has been removed|error while handling argument", out), out[-2000:]
 
 
 def test_parallel_change_is_a_rolling_restart_without_build_or_download(converged: Fleet) -> None:
@@ -151,6 +153,56 @@ def test_canary_fault_is_rolled_back_and_stops_the_rollout(converged: Fleet) -> 
         assert _release(converged, host) == before[host]
         assert _container(converged, host)["State"]["StartedAt"] == started[host]  # type: ignore[index]
         assert host not in result.ran(RESTART)
+
+
+def test_gpu_required_on_a_cpu_release_is_refused_and_rolled_back(converged: Fleet) -> None:
+    # jetsim runs the CPU build: a release that must run on the GPU cannot pass the gate's backend proof.
+    before = {host: _release(converged, host) for host in converged.hosts}
+    started = {host: _container(converged, host)["State"]["StartedAt"] for host in converged.hosts}  # type: ignore[index]
+    forced = json.dumps({"llama_server_require_gpu": True, "llama_server_parallel": 2})
+
+    result = converged.playbook("site.yml", "-e", forced, timing="server: GPU required on a CPU release")
+
+    assert result.rc != 0 and result.recap["jetson-1"]["rescued"] == 1, result.recap
+    flat = _flat(result)
+    assert re.search(r"must run on the GPU but llama-server reports CPU with 0/\? layers", flat), result.output[-4000:]
+    assert "Likely cause: no CUDA backend" in flat and "llama_cpp_build_cuda: true" in flat
+    assert re.search(rf"Rolled back to release {before['jetson-1']['id']}", flat)
+    assert _release(converged, "jetson-1") == before["jetson-1"] and _healthy(converged, "jetson-1")
+    assert before["jetson-1"]["backend"]["name"] == "CPU"  # type: ignore[index]
+    for host in ("jetson-2", "jetson-3"):  # never reached
+        assert _release(converged, host) == before[host]
+        assert _container(converged, host)["State"]["StartedAt"] == started[host]  # type: ignore[index]
+
+
+def test_release_with_its_own_port_name_and_draft_rolls_back_to_its_own(converged: Fleet) -> None:
+    # A release that moved the port and renamed the container, with speculative decoding (the test GGUF is its own
+    # draft: same vocabulary). Rolling back must gate the restored release on ITS port and container.
+    before = _release(converged, "jetson-1")
+    model = str(before["model"]["path"])  # type: ignore[index]
+    converged.exec("jetson-1", "install", "-D", "-m", "0644", model, "/opt/llm/draft/tiny-draft.gguf")
+    moved = json.dumps({"llama_server_port": 8091, "llama_server_container_name": "llama-alt",
+                        "llama_server_draft_model": "/opt/llm/draft/tiny-draft.gguf"})  # fmt: skip
+    try:
+        result = converged.playbook("site.yml", "--limit", "jetson-1", "--tags", "llama_server", "-e", moved,
+                                    timing="server: release on another port and name, with a draft model")  # fmt: skip
+        _ok(result, ["jetson-1"])
+        release = _release(converged, "jetson-1")
+        assert release["container"] == "llama-alt" and release["url"].endswith(":8091")  # type: ignore[union-attr]
+        assert "--spec-draft-model" in release["args"]  # type: ignore[operator]
+        out = converged.exec("jetson-1", "docker", "ps", "--format", "{{.Names}}")
+        assert out.split() == ["llama-alt"], out  # the old container went with the old release
+
+        result = converged.playbook("playbooks/rollback.yml", "--limit", "jetson-1")
+
+        _ok(result, ["jetson-1"])
+        assert _release(converged, "jetson-1")["id"] == before["id"]
+        assert converged.exec("jetson-1", "docker", "ps", "--format", "{{.Names}}").split() == ["llama-server"]
+        assert _healthy(converged, "jetson-1")
+        restarts = converged.exec("jetson-1", "systemctl", "show", "-p", "NRestarts", "--value", "llama-server")
+        assert restarts.strip() == "0"
+    finally:
+        converged.exec("jetson-1", "rm", "-f", "/opt/llm/draft/tiny-draft.gguf")
 
 
 def test_rollback_playbook_swaps_to_the_previous_release(converged: Fleet) -> None:
@@ -248,3 +300,9 @@ def test_api_key_protects_v1_and_never_shows(converged: Fleet, tmp_path: Path) -
     result = converged.playbook("site.yml", "-e", '{"fleet_serial": ["100%"]}')
     _ok(result, converged.hosts)
     assert not converged.exists("jetson-1", f"{CONFIG}/api-key")
+
+    # The previous release served with the key, whose file is gone: a rollback must refuse, not serve keyless.
+    result = converged.playbook("playbooks/rollback.yml", "--limit", "jetson-1")
+    assert result.rc != 0 and result.recap["jetson-1"]["changed"] == 0, result.recap
+    assert re.search(r"cannot roll back: .*missing: /etc/llama-server/api-key", _flat(result)), result.output[-3000:]
+    assert _chat(converged, "jetson-1")[0] == 200 and _healthy(converged, "jetson-1")

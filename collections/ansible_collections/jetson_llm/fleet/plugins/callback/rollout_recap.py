@@ -84,7 +84,8 @@ class CallbackModule(CallbackBase):
             restarted = f", restarted, ready in {ready} s" if status.get("restarted") and ready else ", unchanged"
             release = status["release"]
             health = status.get("health", "?")
-            return f"release {release['id']} {health}{restarted} | {release['image']} | {release['model']}"
+            backend = status.get("backend", "?")
+            return f"release {release['id']} {health}{restarted} | {backend} | {release['image']} | {release['model']}"
         return "not reached (the rollout stopped before its batch, or it was not part of this run)"
 
     def v2_playbook_on_stats(self, stats: Any) -> None:
