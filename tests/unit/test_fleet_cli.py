@@ -18,8 +18,10 @@ import pytest
 from fake_llama_server import FakeLlamaServer
 from ssh_server import SshServer
 
-from jetson_fleet import cli
-from jetson_fleet.device import parse_clocks_pinned, parse_l4t, parse_power_mode
+from jetson_fleet import cli, ssh
+from jetson_fleet import inventory as fleet_inventory
+from jetson_fleet import status as fleet_status
+from jetson_fleet.jetson import parse_clocks_pinned, parse_l4t, parse_power_mode
 
 PINNED_SHOW = """SOC family:tegra234  Machine:NVIDIA Jetson Orin NX Engineering Reference Developer Kit Super
 Online CPUs: 0-7
@@ -48,8 +50,12 @@ running healthy
 @@release
 {json.dumps(RELEASE, indent=2)}
 @@metrics
-llamacpp:prompt_tokens_seconds 612.5
-llamacpp:predicted_tokens_seconds 27.125
+llamacpp:prompt_tokens_total 1234
+llamacpp:prompt_seconds_total 2.01469
+llamacpp:tokens_predicted_total 217
+llamacpp:tokens_predicted_seconds_total 8
+llamacpp:prompt_tokens_seconds 0
+llamacpp:predicted_tokens_seconds 0
 llamacpp:requests_processing 1
 
 http_code=200
@@ -94,7 +100,7 @@ def test_device_output_parsers() -> None:
 
 
 def test_ssh_options_from_ansible_args() -> None:
-    options = cli.parse_ssh_args(
+    options = fleet_inventory.parse_ssh_args(
         '-o UserKnownHostsFile=/s/known_hosts -oStrictHostKeyChecking=accept-new -o "ConnectTimeout 7" -C'
     )
     assert options == {
@@ -131,7 +137,7 @@ def test_inventory_groups_hostvars_key_and_port(tmp_path: Path) -> None:
     (tmp_path / "group_vars").mkdir()
     (tmp_path / "group_vars/shop.yml").write_text("---\nllama_server_port: 8081\n")
 
-    inv = cli.load_inventory([str(inventory)])
+    inv = fleet_inventory.load_inventory([str(inventory)])
 
     assert inv.groups["jetsons"] == ["jetson-1", "jetson-2", "jetson-3"]
     assert inv.groups["lab"] == ["jetson-1", "jetson-2"]
@@ -164,34 +170,36 @@ def test_malformed_inventory_is_a_clear_usage_error(tmp_path: Path, capsys: pyte
 
 
 def test_unknown_host_or_group(tmp_path: Path) -> None:
-    inv = cli.parse_inventory(
+    inv = fleet_inventory.parse_inventory(
         {"_meta": {"hostvars": {"jetson-1": {}}}, "all": {"children": ["jetsons"]}, "jetsons": {"hosts": ["jetson-1"]}}
     )
-    with pytest.raises(cli.CliError, match=r"no host or group named 'jetson-9' in the inventory \(groups: jetsons\)"):
+    with pytest.raises(
+        fleet_inventory.CliError, match=r"no host or group named 'jetson-9' in the inventory \(groups: jetsons\)"
+    ):
         inv.resolve("jetson-9")
-    with pytest.raises(cli.CliError, match="logs takes one host"):
+    with pytest.raises(fleet_inventory.CliError, match="logs takes one host"):
         cli.cmd_logs(inv, cli.build_parser().parse_args(["logs", "jetsons"]))
 
 
 def test_jinja_values_are_refused_not_guessed_when_the_host_is_asked_for() -> None:
-    inv = cli.parse_inventory(
+    inv = fleet_inventory.parse_inventory(
         {
             "_meta": {"hostvars": {"jetson-1": {"ansible_host": "{{ lookup('env', 'IP') }}"}, "jetson-2": {}}},
             "jetsons": {"hosts": ["jetson-1", "jetson-2"]},
         }
     )
     assert [h.name for h in inv.resolve("jetson-2")] == ["jetson-2"]
-    with pytest.raises(cli.CliError, match="jetson-1: ansible_host is a Jinja expression"):
+    with pytest.raises(fleet_inventory.CliError, match="jetson-1: ansible_host is a Jinja expression"):
         inv.resolve("jetsons")
-    with pytest.raises(cli.CliError, match="jetson-1: a port is not a number"):
-        cli.make_host("jetson-1", {"llama_server_port": "http"})
+    with pytest.raises(fleet_inventory.CliError, match="jetson-1: a port is not a number"):
+        fleet_inventory.make_host("jetson-1", {"llama_server_port": "http"})
 
 
 # ------------------------------------------------------------------------------------------- status
 
 
 def test_status_output_is_parsed() -> None:
-    status = cli.parse_status_output(STATUS_OUTPUT)
+    status = fleet_status.parse_status_output(STATUS_OUTPUT)
 
     assert status["l4t"] == "36.4.3"
     assert status["power_mode"] == "MAXN_SUPER"
@@ -213,7 +221,7 @@ def test_status_reports_what_it_could_not_read() -> None:
         '@@metrics\n{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}\nhttp_code=401\n',
     )
 
-    status = cli.parse_status_output(output)
+    status = fleet_status.parse_status_output(output)
 
     assert status["power_mode"] is None and status["container"] == "absent" and status["gen_tps"] is None
     assert status["problems"] == [
@@ -223,21 +231,21 @@ def test_status_reports_what_it_could_not_read() -> None:
 
 
 def test_status_table_with_one_unreachable_host(closed_port: int) -> None:
-    down = cli.make_host("jetson-2", {"ansible_host": "127.0.0.1", "ansible_port": closed_port})
+    down = fleet_inventory.make_host("jetson-2", {"ansible_host": "127.0.0.1", "ansible_port": closed_port})
     reachable = {"host": "jetson-1", "address": "10.0.0.11", "reachable": True, "error": None}
 
-    rows = [{**reachable, **cli.parse_status_output(STATUS_OUTPUT)}, cli.host_status(down, timeout=5)]
-    table = cli.status_table(rows).splitlines()
+    rows = [{**reachable, **fleet_status.parse_status_output(STATUS_OUTPUT)}, fleet_status.host_status(down, timeout=5)]
+    table = fleet_status.status_table(rows).splitlines()
 
     assert rows[1] == {"host": "jetson-2", "address": "127.0.0.1", "reachable": False, "error": "connection refused"}
-    assert table[0].split() == ["HOST", "ADDRESS", "L4T", "POWER", "CLOCKS", "SERVER", "RELEASE", "MODEL", "GEN",
-                                "TOK/S", "UPTIME"]  # fmt: skip
+    assert table[0].split() == ["HOST", "ADDRESS", "L4T", "POWER", "CLOCKS", "SERVER", "BACKEND", "RELEASE", "MODEL",
+                                "GEN", "TOK/S", "UPTIME"]  # fmt: skip
     assert table[1].split() == [
-        "jetson-1", "10.0.0.11", "36.4.3", "MAXN_SUPER", "pinned", "running", "(healthy)", "9b2e41c07a55",
+        "jetson-1", "10.0.0.11", "36.4.3", "MAXN_SUPER", "pinned", "running", "(healthy)", "?", "9b2e41c07a55",
         "Llama-3.2-3B-Instruct-Q4_K_M.gguf", "27.1", "1d2h",
     ]  # fmt: skip
     assert table[2].split() == ["jetson-2", "127.0.0.1", "unreachable:", "connection", "refused"]
-    assert not cli.status_ok(rows)
+    assert not fleet_status.status_ok(rows)
 
 
 def test_status_command_json_and_exit_code(
@@ -262,7 +270,7 @@ def test_status_command_json_and_exit_code(
 
 def test_restart_stops_at_the_first_failure(closed_port: int, capsys: pytest.CaptureFixture[str]) -> None:
     hostvars = {"ansible_host": "127.0.0.1", "ansible_port": closed_port}
-    inv = cli.parse_inventory(
+    inv = fleet_inventory.parse_inventory(
         {
             "_meta": {"hostvars": {"jetson-1": hostvars, "jetson-2": hostvars}},
             "jetsons": {"hosts": ["jetson-1", "jetson-2"]},
@@ -307,12 +315,12 @@ def test_status_script_runs_and_sends_the_key_only_through_stdin(tmp_path: Path)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
     with FakeLlamaServer(api_key="k3y-on-device") as server:
-        command = cli._script_command(cli.STATUS_SCRIPT, server.port, "llama-server", conf)
+        command = ssh.script_command(fleet_status.STATUS_SCRIPT, server.port, "llama-server", conf)
         proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, timeout=30, check=False)
 
     assert "k3y-on-device" not in command
     assert server.auth_headers == ["Bearer k3y-on-device"]
-    status = cli.parse_status_output(proc.stdout)
+    status = fleet_status.parse_status_output(proc.stdout)
     assert status["power_mode"] == "MAXN_SUPER" and status["clocks_pinned"] is True
     assert (status["container"], status["health"]) == ("running", "healthy")
     assert status["release"]["id"] == "9b2e41c07a55"
@@ -387,7 +395,7 @@ def test_a_rejected_key_is_unreachable_with_the_reason(
         "ansible_ssh_private_key_file": str(other_key),
     }
 
-    row = cli.host_status(cli.make_host("jetson-1", hostvars), timeout=10)
+    row = fleet_status.host_status(fleet_inventory.make_host("jetson-1", hostvars), timeout=10)
 
     assert row["reachable"] is False
     assert row["error"].startswith("authentication failed")
@@ -397,16 +405,16 @@ def test_a_rejected_key_is_unreachable_with_the_reason(
 def test_an_unknown_host_key_is_refused(tmp_path: Path, device: tuple[SshServer, FakeLlamaServer, Path]) -> None:
     ssh, llama, conf = device
     (tmp_path / "empty_known_hosts").write_text("")
-    host = cli.make_host("jetson-1", device_hostvars(ssh, llama, conf, tmp_path / "empty_known_hosts"))
+    host = fleet_inventory.make_host("jetson-1", device_hostvars(ssh, llama, conf, tmp_path / "empty_known_hosts"))
 
-    row = cli.host_status(host, timeout=10)
+    row = fleet_status.host_status(host, timeout=10)
 
     assert row["reachable"] is False
     assert row["error"] == "host key unknown (not in known_hosts; StrictHostKeyChecking)"
     assert ssh.commands == []
     accept_new = {**device_hostvars(ssh, llama, conf, tmp_path / "empty_known_hosts")}
     accept_new["ansible_ssh_common_args"] = "-o StrictHostKeyChecking=accept-new"
-    assert cli.host_status(cli.make_host("jetson-1", accept_new), timeout=10)["reachable"] is True
+    assert fleet_status.host_status(fleet_inventory.make_host("jetson-1", accept_new), timeout=10)["reachable"] is True
 
 
 def test_restart_and_logs_over_ssh(
@@ -414,7 +422,9 @@ def test_restart_and_logs_over_ssh(
 ) -> None:
     ssh, llama, conf = device
     hostvars = device_hostvars(ssh, llama, conf, tmp_path / "known_hosts")
-    inv = cli.parse_inventory({"_meta": {"hostvars": {"jetson-1": hostvars}}, "jetsons": {"hosts": ["jetson-1"]}})
+    inv = fleet_inventory.parse_inventory(
+        {"_meta": {"hostvars": {"jetson-1": hostvars}}, "jetsons": {"hosts": ["jetson-1"]}}
+    )
 
     assert cli.cmd_restart(inv, cli.build_parser().parse_args(["restart", "jetson-1", "--timeout", "20"])) == 0
     assert (tmp_path / "systemctl.log").read_text() == "restart llama-server.service\n"

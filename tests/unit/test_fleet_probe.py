@@ -115,7 +115,10 @@ def test_probe_measures_every_query_type_and_memory(tmp_path: Path, tegrastats: 
     assert probes["greeting"]["tool_calls"] == 0
     burst = probes["burst"]
     assert burst["requests"] == len(burst["per_request"]) == 5
-    assert burst["aggregate_tps"] == pytest.approx(5 * TIMINGS["predicted_n"] / burst["wall_s"], rel=0.01)
+    # aggregate = the tokens of all 5 requests / the burst's wall time, as reported (the two numbers agree); the
+    # burst lasts at least as long as its slowest request
+    assert burst["aggregate_tps"] == pytest.approx(5 * TIMINGS["predicted_n"] / burst["wall_s"], rel=1e-6)
+    assert burst["wall_s"] >= burst["latency_s_max"] == max(r["latency_s"] for r in burst["per_request"])
     assert result["memory"]["ram_used_mb_max"] == 3937
     assert result["memory"]["ram_total_mb"] == 15656
     assert result["memory"]["samples"] >= 1
@@ -126,6 +129,19 @@ def test_probe_measures_every_query_type_and_memory(tmp_path: Path, tegrastats: 
     assert all(r["model"] == "tiny.gguf" and r["max_tokens"] <= 64 for r in chats)
     assert sum(1 for r in chats if r.get("tools")) == 1
     assert set(server.auth_headers) == {"Bearer s3cret-key-value"}
+
+
+def test_burst_aggregate_is_all_generated_tokens_over_the_wall_time() -> None:
+    """The burst's own clock injected: 2.5 s from the first request sent to the last answer."""
+    ticks = iter([100.0, 102.5])
+    with FakeLlamaServer(burst_prompts=probe.BURST_PROMPTS) as server:
+        client = probe.Client(server.port, None, "tiny.gguf", max_tokens=16, timeout=30)
+        burst = probe.burst(client, clock=lambda: next(ticks))
+
+    assert burst["wall_s"] == 2.5
+    assert burst["aggregate_tps"] == 5 * TIMINGS["predicted_n"] / 2.5  # 20.0: 50 tokens in 2.5 s
+    assert burst["predicted_per_second_mean"] == TIMINGS["predicted_per_second"]
+    assert len(server.requests) == 5
 
 
 def test_without_tegrastats_the_probes_still_run_and_memory_says_why() -> None:
