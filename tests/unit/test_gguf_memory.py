@@ -35,6 +35,30 @@ LLAMA32_3B = {
     "general.name": "Llama 3.2 3B Instruct",
 }
 LLAMA32_3B_Q4_K_M_SIZE = 2_019_377_696
+# Its tensors as llama-quantize's Q4_K_M recipe lays them out: no output.weight (tied embeddings), token_embd Q6_K
+# right after rope_freqs, 28 blocks, output_norm.
+LLAMA32_3B_TENSORS = tiny.q4_k_m_tensors(
+    n_layer=28, n_embd=3072, n_ff=8192, n_head=24, n_head_kv=8, n_vocab=128256, tied=True
+)
+TOKEN_EMBD_Q6_K = 128256 * 3072 // 256 * 210  # 323,205,120 bytes = 308.2 MiB
+# Qwen2.5-7B-Instruct Q4_K_M (bartowski, about 4.68 GB): 28 layers, 28 heads, 4 KV heads, n_embd 3584, vocab
+# 152064, q/k/v biases, its own output.weight (not tied).
+QWEN25_7B = {
+    "qwen2.block_count": 28,
+    "qwen2.embedding_length": 3584,
+    "qwen2.feed_forward_length": 18944,
+    "qwen2.attention.head_count": 28,
+    "qwen2.attention.head_count_kv": 4,
+    "qwen2.context_length": 32768,
+    "qwen2.vocab_size": 152064,
+    "general.name": "Qwen2.5 7B Instruct",
+}
+QWEN25_7B_Q4_K_M_SIZE = 4_683_073_952
+QWEN25_7B_TENSORS = tiny.q4_k_m_tensors(
+    n_layer=28, n_embd=3584, n_ff=18944, n_head=28, n_head_kv=4, n_vocab=152064, tied=False, qkv_bias=True
+)
+# What llama_server runs by default (roles/llama_server/defaults/main.yml), as deploy.yml passes it to the fit.
+SERVER = {"ctx": 2048, "parallel": 8, "ubatch": 256, "load_mode": "none", "cache_ram_mib": 1024}
 # Llama-2-7B in F16: 32 layers, 32 heads, no GQA, n_embd 4096, vocab 32000, 13.5 GB.
 LLAMA2_7B = {
     "llama.block_count": 32,
@@ -183,9 +207,39 @@ def test_reader_rejects_truncated_header(tiny_model: Path, tmp_path: Path) -> No
 # --- estimate ----------------------------------------------------------------------------------------
 
 
-def llama32_meta(tmp_path: Path) -> dict[str, Any]:
-    path = tiny.write_gguf_header(tmp_path / "3b.gguf", "llama", LLAMA32_3B, file_size=LLAMA32_3B_Q4_K_M_SIZE)
+def llama32_meta(tmp_path: Path, **tensor_args: Any) -> dict[str, Any]:
+    tensors = tiny.q4_k_m_tensors(
+        n_layer=28, n_embd=3072, n_ff=8192, n_head=24, n_head_kv=8, n_vocab=128256, tied=True, **tensor_args
+    )
+    path = tiny.write_gguf_header(
+        tmp_path / "3b.gguf", "llama", LLAMA32_3B, file_size=LLAMA32_3B_Q4_K_M_SIZE, tensors=tensors
+    )
     return read_gguf_metadata(path)
+
+
+def qwen7b_meta(tmp_path: Path) -> dict[str, Any]:
+    path = tiny.write_gguf_header(
+        tmp_path / "7b.gguf", "qwen2", QWEN25_7B, file_size=QWEN25_7B_Q4_K_M_SIZE, tensors=QWEN25_7B_TENSORS
+    )
+    return read_gguf_metadata(path)
+
+
+def tensor_bytes(meta: dict[str, Any]) -> int:
+    return sum(int(t["nbytes"]) for t in meta["tensors"])
+
+
+def test_reader_reads_the_tensor_infos_as_gguf_py_does(tmp_path: Path) -> None:
+    meta = llama32_meta(tmp_path)
+    reader = gguf.GGUFReader(tmp_path / "3b.gguf")
+    assert len(meta["tensors"]) == len(reader.tensors) == 2 + 28 * 9 + 1
+    for ours, theirs in zip(meta["tensors"], reader.tensors, strict=True):
+        assert (ours["name"], ours["offset"], ours["nbytes"]) == (theirs.name, theirs.data_offset, theirs.n_bytes)
+    embd = meta["tensors"][1]
+    assert (embd["name"], embd["type"], embd["dims"], embd["nbytes"]) == (
+        "token_embd.weight", "Q6_K", [3072, 128256], TOKEN_EMBD_Q6_K
+    )  # fmt: skip
+    # the Q4_K_M recipe's tensors add up to the real file's size less its header (the tokenizer, ~7.8 MB)
+    assert 0 < LLAMA32_3B_Q4_K_M_SIZE - tensor_bytes(meta) < 8 * MIB
 
 
 def test_estimate_llama32_3b_kv_cache(tmp_path: Path) -> None:
@@ -199,9 +253,20 @@ def test_estimate_llama32_3b_kv_cache(tmp_path: Path) -> None:
     # logits + hidden state of one 512-token micro-batch in F32: llama.cpp reports 256.5 MiB for this model
     assert est["compute_bytes"] == 512 * (3072 + 128256) * 4
     assert est["compute_mib"] == 256.5
-    assert est["total_bytes"] == LLAMA32_3B_Q4_K_M_SIZE + 234_881_024 + est["compute_bytes"] + 256 * MIB
+    weights = tensor_bytes(meta) + TOKEN_EMBD_Q6_K  # the tied embeddings once more, as the GPU output layer
+    assert est["weights_bytes"] == weights
+    assert est["prompt_cache_bytes"] == 0  # cache_ram_mib=0 unless asked
+    assert est["total_bytes"] == weights + 234_881_024 + est["compute_bytes"] + 256 * MIB
     assert est["n_ctx_total"] == est["n_ctx_per_slot"] == 2048
     assert est["warnings"] == []
+
+
+def test_header_without_tensor_infos_counts_the_file_size(tmp_path: Path) -> None:
+    path = tiny.write_gguf_header(tmp_path / "3b.gguf", "llama", LLAMA32_3B, file_size=LLAMA32_3B_Q4_K_M_SIZE)
+    est = estimate_memory(read_gguf_metadata(path), LLAMA32_3B_Q4_K_M_SIZE, ctx=2048)
+    assert est["weights_bytes"] == LLAMA32_3B_Q4_K_M_SIZE
+    assert est["layout"]["duplicated_bytes"] == 0
+    assert any("no tensor infos" in warning for warning in est["warnings"])
 
 
 def test_estimate_context_conventions_and_cache_types(tmp_path: Path) -> None:
@@ -336,3 +401,177 @@ def test_fit_reports_unreadable_files(tmp_path: Path, capsys: Any, monkeypatch: 
     html.write_text("<html>401</html>")
     bogus = fit({"path": str(html), "memtotal_mb": 15288}, capsys, monkeypatch)
     assert bogus["failed"] is True and "not a GGUF file" in bogus["msg"]
+
+
+# --- what llama-server b11312 really holds: load modes, tied embeddings, prompt cache, draft (issues 11.5, 17.11-17.13)
+
+
+def server_estimate(meta: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    settings = {**SERVER, **overrides}
+    ctx, parallel = settings.pop("ctx"), settings.pop("parallel")
+    return estimate_memory(meta, meta["file_size"], ctx, parallel, **settings)
+
+
+# (load mode, MiB after the load, MiB at the load's peak) for Llama-3.2-3B Q4_K_M on CUDA with the server's defaults.
+# After the load every mode holds the same 2,226.6 MiB of weights: 1,918.4 on the GPU (token_embd's 308.2 MiB
+# copy as the output layer included) + 308.2 of token_embd on the CPU (pinned CUDA host memory without mmap,
+# file pages of the mapping with it). mmap+mlock locks nothing more here because token_embd comes first in the
+# file; what differs is the load: 4 MiB of staging buffers without mmap, 256 MiB with dio.
+LOAD_MODE_NUMBERS = [
+    ("auto", 3858.8, 2486.6),  # an integrated GPU has no mmap support: auto is none
+    ("none", 3858.8, 2486.6),
+    ("mmap", 3858.8, 2482.6),
+    ("mlock", 3858.8, 2486.6),
+    ("mmap+mlock", 3858.8, 2482.6),
+    ("dio", 3858.8, 2738.6),
+]
+
+
+@pytest.mark.parametrize(("mode", "total_mib", "load_peak_mib"), LOAD_MODE_NUMBERS)
+def test_load_modes_llama32_3b(tmp_path: Path, mode: str, total_mib: float, load_peak_mib: float) -> None:
+    est = server_estimate(llama32_meta(tmp_path), load_mode=mode)
+    layout = est["layout"]
+    assert layout["effective_load_mode"] == ("none" if mode == "auto" else mode)
+    assert layout["tied_embeddings"] is True
+    assert layout["host_weights_bytes"] == TOKEN_EMBD_Q6_K  # the input layer stays on the CPU
+    assert layout["duplicated_bytes"] == TOKEN_EMBD_Q6_K  # and is loaded again as the GPU output layer
+    assert layout["locked_extra_bytes"] == 0
+    assert est["weights_mib"] == 2226.6
+    assert est["kv_cache_mib"] == 224.0  # 28 x 2 x 8 x 128 x 2 bytes x 2048 cells
+    assert est["compute_mib"] == 128.2  # ubatch 256 x (3072 + 128256) x 4, as the server runs it
+    assert est["prompt_cache_mib"] == 1024.0
+    assert (est["total_mib"], est["load_peak_mib"]) == (total_mib, load_peak_mib)
+    assert est["fit_mib"] == max(total_mib, load_peak_mib)
+    assert layout["page_cache_bytes"] == (0 if mode == "dio" else LLAMA32_3B_Q4_K_M_SIZE)
+
+
+def test_mmap_mlock_pins_what_lies_before_the_last_cpu_tensor(tmp_path: Path) -> None:
+    # The lock grows from the start of the mapping to the end of each CPU tensor (llama_mlock::grow_to): with
+    # token_embd after the blocks, the whole file is locked during the load, a second copy of the GPU weights.
+    meta = llama32_meta(tmp_path, embd_last=True)
+    locked = server_estimate(meta, load_mode="mmap+mlock")
+    plain = server_estimate(meta, load_mode="none")
+    layout = locked["layout"]
+    gpu_before_embd = tensor_bytes(meta) - TOKEN_EMBD_Q6_K - 12288  # everything but token_embd and output_norm
+    assert layout["load_locked_extra_bytes"] == meta["data_offset"] + gpu_before_embd
+    assert round(layout["load_locked_extra_bytes"] / MIB, 1) == 1610.1
+    assert layout["locked_extra_bytes"] == 0  # the load unmaps (and so unlocks) everything outside token_embd
+    assert locked["load_peak_mib"] == 4092.7 > locked["total_mib"] == plain["total_mib"] == 3858.8
+    assert plain["load_peak_mib"] == 2486.6
+
+
+def test_tied_embeddings_only_when_output_weight_is_missing(tmp_path: Path) -> None:
+    qwen = server_estimate(qwen7b_meta(tmp_path))
+    assert qwen["layout"]["tied_embeddings"] is False and qwen["layout"]["duplicated_bytes"] == 0
+    cpu = server_estimate(llama32_meta(tmp_path), backend="cpu")  # one CPU buffer: the duplicate is the same tensor
+    assert cpu["layout"]["duplicated_bytes"] == 0 and cpu["layout"]["effective_load_mode"] == "none"
+    assert (
+        server_estimate(llama32_meta(tmp_path), backend="cpu", load_mode="auto")["layout"]["effective_load_mode"]
+        == "mmap"
+    )
+    # llama.cpp offloads from the output layer down: -ngl 28 of 29 leaves blk.0 on the CPU, the output on the GPU
+    partial = server_estimate(llama32_meta(tmp_path), n_gpu_layers=28)
+    assert partial["layout"]["duplicated_bytes"] == TOKEN_EMBD_Q6_K
+    assert "blk.0.attn_q.weight" in partial["layout"]["host_tensors"]
+    assert server_estimate(llama32_meta(tmp_path), n_gpu_layers=0)["layout"]["duplicated_bytes"] == 0
+
+
+def test_prompt_cache_budget(tmp_path: Path) -> None:
+    meta = llama32_meta(tmp_path)
+    assert server_estimate(meta, cache_ram_mib=0)["prompt_cache_bytes"] == 0  # --cache-ram 0: off
+    assert server_estimate(meta, cache_ram_mib=8192)["prompt_cache_mib"] == 8192.0  # llama.cpp's default
+    unlimited = server_estimate(meta, cache_ram_mib=-1)  # no size limit, but at most n_ctx tokens of slot state
+    assert unlimited["prompt_cache_bytes"] == unlimited["kv_cache_bytes"] == 234_881_024
+    with pytest.raises(ValueError):
+        server_estimate(meta, cache_ram_mib=-2)
+
+
+def test_ubatch_as_the_server_runs_it(tmp_path: Path) -> None:
+    meta = llama32_meta(tmp_path)
+    assert server_estimate(meta, ubatch=512)["compute_bytes"] == 2 * server_estimate(meta)["compute_bytes"]
+
+
+def test_draft_model_is_added(tmp_path: Path) -> None:
+    draft_path = tiny.write_tiny_llama_gguf(tmp_path / "draft.gguf", n_layer=2)
+    draft_meta = read_gguf_metadata(draft_path)
+    draft = estimate_memory(draft_meta, draft_meta["file_size"], 2048, 8, ubatch=256, cache_ram_mib=0, overhead_bytes=0)
+    assert draft["total_bytes"] == draft["weights_bytes"] + draft["kv_cache_bytes"] + draft["compute_bytes"]
+    meta = llama32_meta(tmp_path)
+    alone, with_draft = server_estimate(meta), server_estimate(meta, draft=draft)
+    assert with_draft["draft_bytes"] == draft["total_bytes"]
+    assert with_draft["total_bytes"] == alone["total_bytes"] + draft["total_bytes"]
+    unlimited = server_estimate(meta, draft=draft, cache_ram_mib=-1)  # the cached slot state includes the draft's
+    assert unlimited["prompt_cache_bytes"] == alone["kv_cache_bytes"] + draft["kv_cache_bytes"]
+
+
+def test_numbers_for_the_default_model_and_qwen25_7b_on_orin_nx_16gb(tmp_path: Path) -> None:
+    available_mib = ORIN_NX_16GB_MEMTOTAL_MB - 2048
+    llama = server_estimate(llama32_meta(tmp_path))
+    # KV 224 + compute 128.2 + tied embeddings 308.2 (in the weights) + prompt cache 1,024 -> 3,858.8 of 13,240
+    assert (llama["kv_cache_mib"], llama["compute_mib"], llama["prompt_cache_mib"]) == (224.0, 128.2, 1024.0)
+    assert round(llama["layout"]["duplicated_bytes"] / MIB, 1) == 308.2
+    assert llama["total_mib"] == 3858.8 < available_mib
+    qwen_meta = qwen7b_meta(tmp_path)
+    qwen = server_estimate(qwen_meta)
+    # KV 112 (4 KV heads) + compute 152 (vocab 152064) + no duplicate + prompt cache 1,024 -> 6,004.4
+    assert (qwen["kv_cache_mib"], qwen["compute_mib"], qwen["layout"]["duplicated_bytes"]) == (112.0, 152.0, 0)
+    assert qwen["weights_mib"] == 4460.4
+    assert qwen["total_mib"] == 6004.4 < available_mib
+    # With llama.cpp's own prompt-cache default (8192 MiB) the 7B model leaves 68 MiB of the 13,240
+    default_cache = server_estimate(qwen_meta, cache_ram_mib=8192)
+    assert default_cache["total_mib"] == 13172.4
+    assert available_mib - default_cache["total_mib"] < 100
+    # the old estimate (file size, ubatch 512, no prompt cache) said 5,138 MiB
+    old = estimate_memory(qwen_meta, QWEN25_7B_Q4_K_M_SIZE, 2048, 8, ubatch=512)
+    assert round((QWEN25_7B_Q4_K_M_SIZE + old["kv_cache_bytes"] + old["compute_bytes"] + 256 * MIB) / MIB) == 5138
+
+
+def test_split_names_are_recognised() -> None:
+    from ansible_collections.jetson_llm.fleet.plugins.module_utils.gguf import split_shard
+
+    assert split_shard("Qwen2.5-72B-Instruct-Q4_K_M-00001-of-00012.gguf") == (1, 12)
+    assert split_shard("sub/dir/model-00002-of-00002.GGUF") == (2, 2)
+    assert split_shard("Llama-3.2-3B-Instruct-Q4_K_M.gguf") is None
+
+
+def test_fit_with_the_server_settings(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tiny.write_gguf_header(
+        tmp_path / "3b.gguf", "llama", LLAMA32_3B, file_size=LLAMA32_3B_Q4_K_M_SIZE, tensors=LLAMA32_3B_TENSORS
+    )
+    args = {
+        "path": str(path), "ctx_size": 2048, "parallel": 8, "ubatch": 256, "load_mode": "none",
+        "cache_ram_mib": 1024, "n_gpu_layers": "all", "memtotal_mb": ORIN_NX_16GB_MEMTOTAL_MB,
+    }  # fmt: skip
+    result = fit(args, capsys, monkeypatch)
+    assert result["fits"] is True and result["estimate"]["total_mib"] == 3858.8
+    tight = fit({**args, "memtotal_mb": 5000}, capsys, monkeypatch)  # 2,952 MiB available
+    assert tight["failed"] is True
+    msg = " ".join(tight["msg"].split())
+    assert "tied embeddings loaded twice 308 MiB" in msg
+    assert "prompt cache 1,024 MiB" in msg and "a smaller prompt cache (cache_ram_mib 1024, 0 turns it off)" in msg
+    assert "ubatch 256" in msg and "load mode none" in msg
+    assert fit({**args, "memtotal_mb": 5000, "cache_ram_mib": 0}, capsys, monkeypatch)["fits"] is True
+    assert fit({**args, "n_gpu_layers": "many"}, capsys, monkeypatch)["failed"] is True
+
+
+def test_fit_counts_the_draft(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tiny.write_gguf_header(
+        tmp_path / "3b.gguf", "llama", LLAMA32_3B, file_size=LLAMA32_3B_Q4_K_M_SIZE, tensors=LLAMA32_3B_TENSORS
+    )
+    base = {"path": str(path), "ctx_size": 2048, "parallel": 8, "ubatch": 256, "cache_ram_mib": 0, "memtotal_mb": 6000}
+    draft = {"total_bytes": 1024 * MIB, "kv_cache_bytes": 64 * MIB}
+    alone = fit(base, capsys, monkeypatch)
+    both = fit({**base, "draft_estimate": draft}, capsys, monkeypatch)
+    assert both["estimate"]["total_bytes"] == alone["estimate"]["total_bytes"] + 1024 * MIB
+    assert both["max_ctx_size"] < alone["max_ctx_size"]
+    refused = fit({**base, "draft_estimate": draft, "memtotal_mb": 5500}, capsys, monkeypatch)
+    assert refused["failed"] is True and "+ draft model 1,024 MiB" in refused["msg"]
+    assert fit({**base, "draft_estimate": {"x": 1}}, capsys, monkeypatch)["failed"] is True
+
+
+def test_fit_refuses_a_split_gguf(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    meta: dict[str, Any] = {**LLAMA32_3B, "split.no": 0, "split.count": 3}
+    meta_types = tiny.write_gguf_header(tmp_path / "m-00001-of-00003.gguf", "llama", meta)
+    result = fit({"path": str(meta_types), "memtotal_mb": ORIN_NX_16GB_MEMTOTAL_MB}, capsys, monkeypatch)
+    assert result["failed"] is True
+    assert "shard 1 of a split GGUF (3 files)" in result["msg"] and "llama-gguf-split --merge" in result["msg"]
