@@ -1,5 +1,6 @@
-"""The fleet CLI (jetson_fleet/cli.py): inventory through ansible-inventory, the status script and its parsing,
-the status table with an unreachable host. SSH only ever goes to 127.0.0.1 ports nothing listens on."""
+"""The fleet CLI (jetson_fleet: cli, inventory, settings, status, restart, logs): inventory through ansible-inventory,
+the role's settings, the status script and its parsing, the status table with an unreachable host, the restart's
+health gate. SSH only ever goes to 127.0.0.1: a local SSH server, or ports nothing listens on."""
 
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ from pathlib import Path
 
 import paramiko
 import pytest
+import yaml
 from fake_llama_server import FakeLlamaServer
 from ssh_server import SshServer
 
-from jetson_fleet import cli, ssh
+from jetson_fleet import cli, restart, ssh
 from jetson_fleet import inventory as fleet_inventory
 from jetson_fleet import status as fleet_status
 from jetson_fleet.jetson import parse_clocks_pinned, parse_l4t, parse_power_mode
+from jetson_fleet.probe import parse_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE_DEFAULTS = yaml.safe_load((REPO / "roles/llama_server/defaults/main.yml").read_text())
+ROLE_VARS = yaml.safe_load((REPO / "roles/llama_server/vars/main.yml").read_text())
 
 PINNED_SHOW = """SOC family:tegra234  Machine:NVIDIA Jetson Orin NX Engineering Reference Developer Kit Super
 Online CPUs: 0-7
@@ -195,6 +202,35 @@ def test_jinja_values_are_refused_not_guessed_when_the_host_is_asked_for() -> No
         fleet_inventory.make_host("jetson-1", {"llama_server_port": "http"})
 
 
+def test_server_settings_are_the_role_defaults_with_hostvars_winning() -> None:
+    plain = fleet_inventory.make_host("jetson-1", {}).settings
+    tuned = fleet_inventory.make_host(
+        "jetson-2",
+        {
+            "llama_server_config_dir": "/srv/llama",
+            "llama_server_smoke_max_tokens": "4",
+            "llama_server_host": "10.0.0.5",
+        },
+    ).settings
+
+    # what the role itself uses when the inventory says nothing: its defaults/main.yml, its vars/main.yml
+    assert (plain.port, plain.container, plain.config_dir) == (
+        ROLE_DEFAULTS["llama_server_port"], ROLE_DEFAULTS["llama_server_container_name"],
+        ROLE_DEFAULTS["llama_server_config_dir"],
+    )  # fmt: skip
+    assert (plain.smoke_prompt, plain.smoke_max_tokens, plain.smoke_timeout, plain.health_timeout) == (
+        ROLE_DEFAULTS["llama_server_smoke_prompt"], ROLE_DEFAULTS["llama_server_smoke_max_tokens"],
+        ROLE_DEFAULTS["llama_server_smoke_timeout"], ROLE_DEFAULTS["llama_server_health_timeout"],
+    )  # fmt: skip
+    assert plain.unit == ROLE_VARS["_llama_server_unit"] == "llama-server.service"
+    assert plain.address == "127.0.0.1"  # the server listens on 0.0.0.0: checks go through loopback
+    # the inventory wins, types as the role casts them
+    assert (tuned.config_dir, tuned.smoke_max_tokens, tuned.address) == ("/srv/llama", 4, "10.0.0.5")
+    assert tuned.container == plain.container
+    with pytest.raises(fleet_inventory.CliError, match="jetson-3: llama_server_config_dir is a Jinja expression"):
+        fleet_inventory.make_host("jetson-3", {"llama_server_config_dir": "{{ base }}/llama"})
+
+
 # ------------------------------------------------------------------------------------------- status
 
 
@@ -228,6 +264,77 @@ def test_status_reports_what_it_could_not_read() -> None:
         "nvpmodel: sudo: a password is required",
         'metrics: HTTP 401 {"error":{"code":401,"message":"Invalid API Key","type":"aut',  # first 60 characters
     ]
+
+
+# /metrics of llama-server b11312 as tools/server/server-task.cpp (to_metrics) prints it, two scrapes of one idle
+# server: the gauges were reset by the first scrape (by anyone: Prometheus, another `status`), the counters go on.
+B11312_METRICS = """# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed, excluding cached tokens
+# TYPE llamacpp:prompt_tokens_total counter
+llamacpp:prompt_tokens_total 52311
+# HELP llamacpp:prompt_tokens_cached_total Number of prompt tokens reused from the cache
+# TYPE llamacpp:prompt_tokens_cached_total counter
+llamacpp:prompt_tokens_cached_total 0
+# HELP llamacpp:prompt_seconds_total Total time spent processing prompts
+# TYPE llamacpp:prompt_seconds_total counter
+llamacpp:prompt_seconds_total 84.2113
+# HELP llamacpp:tokens_predicted_total Number of generation tokens processed
+# TYPE llamacpp:tokens_predicted_total counter
+llamacpp:tokens_predicted_total 1.23456e+06
+# HELP llamacpp:tokens_predicted_seconds_total Total time spent generating tokens
+# TYPE llamacpp:tokens_predicted_seconds_total counter
+llamacpp:tokens_predicted_seconds_total 45728.1
+# HELP llamacpp:prompt_tokens_seconds Average prompt throughput in tokens/s
+# TYPE llamacpp:prompt_tokens_seconds gauge
+llamacpp:prompt_tokens_seconds {prompt_gauge}
+# HELP llamacpp:predicted_tokens_seconds Average generation throughput in tokens/s
+# TYPE llamacpp:predicted_tokens_seconds gauge
+llamacpp:predicted_tokens_seconds {gen_gauge}
+# HELP llamacpp:requests_processing Number of requests processing
+# TYPE llamacpp:requests_processing gauge
+llamacpp:requests_processing 0
+"""
+
+
+def status_with_metrics(metrics: str) -> dict[str, object]:
+    before, rest = STATUS_OUTPUT.split("@@metrics\n", 1)
+    return fleet_status.parse_status_output(
+        f"{before}@@metrics\n{metrics}\nhttp_code=200\n@@uptime{rest.split('@@uptime', 1)[1]}"
+    )
+
+
+def test_generation_throughput_does_not_depend_on_who_scraped_last() -> None:
+    first = B11312_METRICS.format(prompt_gauge="612.503", gen_gauge="26.9981")
+    second = B11312_METRICS.format(prompt_gauge="0", gen_gauge="0")  # the same idle server, scraped again
+
+    assert parse_metrics(second)["llamacpp:predicted_tokens_seconds"] == 0  # what status showed before
+    assert fleet_status.generation_tps(parse_metrics(first)) == fleet_status.generation_tps(parse_metrics(second))
+    assert status_with_metrics(second)["gen_tps"] == pytest.approx(1.23456e06 / 45728.1, abs=0.001)  # 27.0 tok/s
+    assert status_with_metrics(second)["gen_tokens_total"] == 1234560
+    # a server that has not generated yet: no rate, "-" in the table
+    fresh = second.replace("1.23456e+06", "0").replace("45728.1", "0")
+    row = {"host": "jetson-1", "address": "10.0.0.11", "reachable": True, "error": None, **status_with_metrics(fresh)}
+    assert row["gen_tps"] is None
+    assert fleet_status.status_table([row]).splitlines()[1].split()[-2] == "-"
+
+
+def test_status_shows_the_backend_and_gpu_layers_of_the_release() -> None:
+    backend = {"requested": "cuda", "name": "CUDA", "gpu_layers": 29, "layers": 29, "device": "CUDA0"}
+    on_gpu = STATUS_OUTPUT.replace(json.dumps(RELEASE, indent=2), json.dumps({**RELEASE, "backend": backend}))
+    on_cpu = STATUS_OUTPUT.replace(
+        json.dumps(RELEASE, indent=2), json.dumps({**RELEASE, "backend": {**backend, "name": "CPU", "gpu_layers": 0}})
+    )
+    base = {"address": "10.0.0.11", "reachable": True, "error": None}
+    rows = [
+        {**base, "host": "jetson-1", **fleet_status.parse_status_output(on_gpu)},
+        {**base, "host": "jetson-2", **fleet_status.parse_status_output(on_cpu)},
+        {**base, "host": "jetson-3", **fleet_status.parse_status_output(STATUS_OUTPUT)},  # a record without it
+    ]
+
+    table = fleet_status.status_table(rows).splitlines()
+    start, end = table[0].index("BACKEND"), table[0].index("RELEASE")
+    assert [line[start:end].strip() for line in table[1:]] == ["CUDA 29/29", "CPU 0/29", "?"]
+    assert rows[0]["release"]["backend"] == backend  # --json carries the record's field as it is
+    assert rows[2]["release"]["backend"] is None
 
 
 def test_status_table_with_one_unreachable_host(closed_port: int) -> None:
@@ -335,10 +442,12 @@ def test_status_script_runs_and_sends_the_key_only_through_stdin(tmp_path: Path)
 @pytest.fixture
 def device(tmp_path: Path) -> Iterator[tuple[SshServer, FakeLlamaServer, Path]]:
     """An SSH server on 127.0.0.1 whose commands see stand-ins for the Jetson tools, the release record, the
-    API key file and a fake llama-server that wants the key."""
+    API key file and a fake llama-server that wants the key. `docker inspect` prints tmp_path/docker-state, if
+    there is one, else "running healthy"."""
     bin_dir, conf = fake_device(
         tmp_path,
-        docker='case "$1" in inspect) echo "running healthy";; logs) echo "docker logs $*";; esac',
+        docker=f'case "$1" in inspect) cat "{tmp_path}/docker-state" 2>/dev/null || echo "running healthy";;'
+        ' logs) echo "docker logs $*";; esac',
         systemctl=f'echo "$*" >> "{tmp_path}/systemctl.log"',
     )
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)}
@@ -432,3 +541,103 @@ def test_restart_and_logs_over_ssh(
 
     assert cli.cmd_logs(inv, cli.build_parser().parse_args(["logs", "jetson-1", "--tail", "5"])) == 0
     assert "docker logs logs --tail 5 llama-server" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- restart gate
+
+
+def gate_output(completion: dict[str, object] | str, code: int = 200, release: dict[str, object] = RELEASE) -> str:
+    body = completion if isinstance(completion, str) else json.dumps(completion)
+    return (
+        "@@restart\n@@health\nHTTP 200\n@@container\nrunning healthy\n@@ready\n7\n"
+        f"@@completion\n{body}\nhttp_code={code}\n@@release\n{json.dumps(release)}\n@@end\n"
+    )
+
+
+COMPLETION = {
+    "choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "Yes."}}],
+    "usage": {"completion_tokens": 8, "prompt_tokens": 13, "total_tokens": 21},
+    "timings": {"predicted_n": 8, "predicted_per_second": 27.3},
+}
+CUDA = {"requested": "cuda", "name": "CUDA", "gpu_layers": 29, "layers": 29, "device": "CUDA0"}
+
+
+def test_the_restart_gate_is_the_roles() -> None:
+    assert restart.gate_result(gate_output(COMPLETION)) == (
+        True,
+        "healthy after 7s (/health 200, container healthy, completion of 8 tokens)",
+    )
+    # the role's checks of the completion: a message, usage.completion_tokens > 0, timings.predicted_n
+    no_tokens = {**COMPLETION, "usage": {"completion_tokens": 0}}
+    no_timings = {key: value for key, value in COMPLETION.items() if key != "timings"}
+    for answer in (no_tokens, no_timings, {**COMPLETION, "choices": []}):
+        ok, message = restart.gate_result(gate_output(answer))
+        assert not ok and message.startswith("the chat completion came without a completion, usage or timings")
+    assert restart.gate_result(gate_output('{"error":{"code":503,"message":"Loading model"}}', code=503)) == (
+        False,
+        'chat completion: HTTP 503 {"error":{"code":503,"message":"Loading model"}}',
+    )
+    # the script stopped at a wait: its last word is the reason
+    stopped = "@@restart\n@@health\n/health did not answer 200 within 20s (last: HTTP 503)\n"
+    assert restart.gate_result(stopped) == (False, "/health did not answer 200 within 20s (last: HTTP 503)")
+
+
+def test_a_cuda_release_must_say_every_layer_on_cuda() -> None:
+    on_gpu = {**RELEASE, "backend": CUDA}
+    ok, message = restart.gate_result(gate_output(COMPLETION, release=on_gpu))
+    assert ok and message.endswith("completion of 8 tokens, CUDA 29/29 layers)")
+    for backend, says in (
+        ({**CUDA, "name": "CPU", "gpu_layers": 0}, "CPU with 0/29"),
+        ({**CUDA, "gpu_layers": 20}, "CUDA with 20/29"),
+    ):
+        assert restart.gate_result(gate_output(COMPLETION, release={**RELEASE, "backend": backend})) == (
+            False,
+            f"release 9b2e41c07a55 asked for CUDA but its record says {says} layers on the GPU",
+        )
+    cpu_release = {**RELEASE, "backend": {**CUDA, "requested": "cpu", "name": "CPU", "gpu_layers": 0}}
+    assert restart.gate_result(gate_output(COMPLETION, release=cpu_release))[0] is True  # CPU asked, CPU served
+
+
+def test_restart_over_ssh_sends_the_roles_smoke_request_and_refuses_a_cpu_fallback(
+    tmp_path: Path, device: tuple[SshServer, FakeLlamaServer, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ssh_server, llama, conf = device
+    hostvars = device_hostvars(ssh_server, llama, conf, tmp_path / "known_hosts")
+    inv = fleet_inventory.parse_inventory(
+        {
+            "_meta": {"hostvars": {"jetson-1": hostvars, "jetson-2": hostvars}},
+            "jetsons": {"hosts": ["jetson-1", "jetson-2"]},
+        }
+    )
+    (conf / "release.json").write_text(json.dumps({**RELEASE, "backend": {**CUDA, "name": "CPU", "gpu_layers": 0}}))
+
+    assert cli.cmd_restart(inv, cli.build_parser().parse_args(["restart", "jetsons", "--timeout", "20"])) == 1
+
+    err = capsys.readouterr().err
+    assert "jetson-1: FAILED: release 9b2e41c07a55 asked for CUDA but its record says CPU with 0/29 layers" in err
+    assert "stopped; not restarted: jetson-2" in err
+    (smoke,) = [r for r in llama.requests if "messages" in r]
+    assert smoke == {
+        "messages": [{"role": "user", "content": ROLE_DEFAULTS["llama_server_smoke_prompt"]}],
+        "max_tokens": ROLE_DEFAULTS["llama_server_smoke_max_tokens"],
+        "temperature": 0,
+    }
+    assert llama.auth_headers[-1] == "Bearer k3y-on-device"  # the key from the device's file, through stdin
+    assert "k3y-on-device" not in ssh_server.commands[0]
+
+
+def test_restart_waits_for_dockers_healthcheck_like_the_role(
+    tmp_path: Path, device: tuple[SshServer, FakeLlamaServer, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ssh_server, llama, conf = device
+    hostvars = {**device_hostvars(ssh_server, llama, conf, tmp_path / "known_hosts"), "llama_server_health_delay": 1}
+    inv = fleet_inventory.parse_inventory(
+        {"_meta": {"hostvars": {"jetson-1": hostvars}}, "jetsons": {"hosts": ["jetson-1"]}}
+    )
+    (tmp_path / "docker-state").write_text("running unhealthy\n")  # /health answers, the HEALTHCHECK does not agree
+
+    assert cli.cmd_restart(inv, cli.build_parser().parse_args(["restart", "jetson-1", "--timeout", "1"])) == 1
+
+    err = capsys.readouterr().err
+    assert "jetson-1: FAILED: Docker did not report llama-server healthy within 1s (last: running unhealthy)" in err
+    assert not [r for r in llama.requests if "messages" in r]  # no completion asked of an unhealthy container

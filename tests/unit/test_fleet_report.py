@@ -1,6 +1,6 @@
-"""Benchmark reports (jetson_fleet/report.py): the v1 host schema, the fleet report rendered from the fixed
-fixtures in tests/fixtures/benchmark (3 hosts; jetson-03 runs in 15W and misses two targets), the gate and the
-comparison with an older run."""
+"""Benchmark reports (jetson_fleet/report/, contracts in jetson_fleet/schemas): the v1 host schema, the fleet
+report rendered from the fixed fixtures in tests/fixtures/benchmark (3 hosts; jetson-03 runs in 15W and misses two
+targets), the gate (and its GPU offload check) and the comparison with an older run."""
 
 from __future__ import annotations
 
@@ -118,6 +118,28 @@ def test_validation_names_each_missing_or_mistyped_field() -> None:
     assert report.validate([]) == ["(report): expected object, got list []"]
 
 
+def test_the_schema_files_are_valid_json_schemas_and_the_summary_follows_its_own(run_dir: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(report.HOST_SCHEMA)
+    jsonschema.Draft202012Validator.check_schema(report.FLEET_SCHEMA)
+    assert report.HOST_SCHEMA["$id"] == report.SCHEMA_ID == "jetson-llm-fleet/benchmark/v1"
+
+    report.main(["render", "--dir", str(run_dir), "--compare", str(run_dir)])
+
+    summary = json.loads((run_dir / "fleet.json").read_text())
+    jsonschema.validate(summary, report.FLEET_SCHEMA)
+    assert report.validate(summary, report.FLEET_SCHEMA_ID) == []
+    del summary["hosts"]["jetson-01"]["checks"][0]["limit"]
+    assert report.validate(summary, report.FLEET_SCHEMA_ID) == ["hosts.jetson-01.checks[0].limit: missing"]
+
+
+def test_a_mistyped_backend_is_named() -> None:
+    data = fixture("jetson-01")
+    data["release"]["backend"] = {"requested": "cuda", "name": "CUDA", "gpu_layers": "all", "layers": 29}
+
+    assert report.validate(data) == ["release.backend.gpu_layers: expected integer, got str 'all'"]
+
+
 def test_a_broken_host_file_is_named_when_rendering(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = fixture("jetson-02")
     del data["memory"]
@@ -197,6 +219,65 @@ def test_build_rejects_parts_that_do_not_make_a_report(tmp_path: Path, capsys: p
     assert "release.image: expected string, got NoneType None" in err
     assert "settings.threads: missing" in err
     assert not (tmp_path / "x.json").exists()
+
+
+CUDA = {"requested": "cuda", "name": "CUDA", "gpu_layers": 29, "layers": 29, "device": "CUDA0"}
+
+
+def test_build_carries_the_backend_and_gates_a_cuda_release_on_it(tmp_path: Path) -> None:
+    def built(backend: dict[str, Any] | None) -> dict[str, Any]:
+        parts = raw_parts()
+        parts["targets"] = None
+        if backend is not None:
+            parts["release"]["backend"] = backend
+        raw = tmp_path / "raw.json"
+        raw.write_text(json.dumps(parts))
+        assert report.main(["build", "--raw", str(raw), "--out", str(tmp_path / "out.json")]) == 0
+        return dict(json.loads((tmp_path / "out.json").read_text()))
+
+    on_gpu = built(CUDA)
+    assert on_gpu["release"]["backend"] == CUDA
+    assert on_gpu["verdict"]["pass"] is True
+    assert [c for c in on_gpu["verdict"]["checks"] if c["name"] == "gpu_offload"] == [
+        {"name": "gpu_offload", "metric": "release.backend.gpu_layers", "value": 29.0, "op": ">=", "limit": 29.0,
+         "unit": "layers on CUDA", "pass": True},
+    ]  # fmt: skip
+    fell_back = built({**CUDA, "name": "CPU", "gpu_layers": 0})
+    assert fell_back["verdict"]["pass"] is False
+    assert [c["name"] for c in fell_back["verdict"]["checks"] if not c["pass"]] == ["gpu_offload"]
+    assert [c["value"] for c in built({**CUDA, "gpu_layers": 28})["verdict"]["checks"] if not c["pass"]] == [28.0]
+    # a CPU release, and a record older than the field: nothing to gate
+    assert "gpu_offload" not in [
+        c["name"] for c in built({**CUDA, "requested": "cpu", "name": "CPU"})["verdict"]["checks"]
+    ]
+    old = built(None)
+    assert "backend" not in old["release"] and old["verdict"]["pass"] is True
+
+
+def test_backend_column_and_the_gpu_offload_gate(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for host, backend in (("jetson-01", CUDA), ("jetson-02", {**CUDA, "name": "CPU", "gpu_layers": 0})):
+        data = fixture(host)
+        data["release"]["backend"] = backend
+        write(run_dir, data)  # jetson-03: a record without the field
+
+    assert report.main(["render", "--dir", str(run_dir), "--gate"]) == 1
+
+    err = capsys.readouterr().err
+    line = "jetson-02: gpu_offload 0 layers on CUDA, target >= 29 layers on CUDA (release.backend.gpu_layers)"
+    assert line in err
+    assert "jetson-01" not in err
+    markdown = (run_dir / "fleet.md").read_text().splitlines()
+    header = next(line for line in markdown if line.startswith("| host | verdict"))
+    column = [cell.strip() for cell in header.split("|")].index("backend (GPU layers)")
+    results = [line for line in markdown if line.startswith("| jetson-") and ("pass" in line or "FAIL" in line)]
+    assert [(row.split("|")[2].strip(), row.split("|")[column].strip()) for row in results] == [
+        ("pass", "CUDA 29/29"), ("**FAIL**", "CPU 0/29"), ("**FAIL**", "?"),
+    ]  # fmt: skip
+    rows = table((run_dir / "fleet.html").read_text(), "results-table")
+    assert [row["backend (GPU layers)"] for row in rows] == ["CUDA 29/29", "CPU 0/29", "?"]
+    summary = json.loads((run_dir / "fleet.json").read_text())
+    assert summary["hosts"]["jetson-02"]["pass"] is False
+    assert summary["hosts"]["jetson-01"]["backend"] == CUDA and summary["hosts"]["jetson-03"]["backend"] is None
 
 
 # ------------------------------------------------------------------------------------------- render
