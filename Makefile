@@ -45,6 +45,9 @@ test-fast: venv ## Fast tier: unit, lint, templates, parsers (seconds, no fleet)
 test: venv system-deps ## All tests: fast tier, then end-to-end on a 3-host jetsim fleet
 	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
+test-cuda: venv system-deps ## CUDA build tier, no GPU: the role's CUDA build for sm_87 checked (long cold; not in test)
+	$(PY) -m pytest -v -s -p no:cacheprovider tests/cuda $(PYTEST_ARGS)
+
 jetsim-up: venv system-deps ## Start an emulated fleet of HOSTS hosts (default 3) and print its inventory
 	$(JETSIM) up --hosts $(HOSTS)
 
