@@ -260,7 +260,8 @@ def test_corrupt_controller_copy_is_refused_on_the_device(env: Env) -> None:
 
 
 def test_model_that_does_not_fit_is_refused_before_any_change(env: Env) -> None:
-    result = env.run(hf_model_revision="e-big", hf_model_fit_ctx_size=100_000_000, fleet_serial=ONE_BATCH)
+    # the fit reads llama_server_ctx_size, the value the server would run with (deploy.yml passes it)
+    result = env.run(hf_model_revision="e-big", llama_server_ctx_size=100_000_000, fleet_serial=ONE_BATCH)
 
     assert result.rc != 0
     for host in env.fleet.hosts:

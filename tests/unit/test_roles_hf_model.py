@@ -44,6 +44,10 @@ PLAYBOOK = """\
   roles:
     - role: hf_model
 """
+# What playbooks/deploy.yml passes from llama_server's defaults (a CPU build, as on jetsim).
+FIT_SERVER = {"ctx_size": 2048, "parallel": 8, "ubatch_size": 256, "n_gpu_layers": "all", "flash_attn": "on",
+              "load_mode": "none", "cache_ram_mib": 1024, "draft_model": "", "draft_n_gpu_layers": "all",
+              "backend": "cpu"}  # fmt: skip
 RECAP = re.compile(r"^localhost\s+:\s+ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=(\d+)", re.M)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="hf_model installs root-owned files")
@@ -76,6 +80,7 @@ class Env:
             "hf_model_controller_cache_dir": str(self.tmp / "cache"),
             "hf_model_dir": str(self.models),
             "ansible_python_interpreter": sys.executable,
+            "hf_model_fit_server": FIT_SERVER,
             **variables,
         }
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
@@ -150,3 +155,36 @@ def test_rollback_to_a_stored_model_transfers_and_hashes_nothing(env: Env) -> No
     assert env.link("current.gguf") == f"{env.digests['A']}/{FILE}"
     assert env.link("previous.gguf") == f"{env.digests['B']}/{FILE}"
     assert env.stores() == {env.digests["A"], env.digests["B"]}  # link targets survive hf_model_keep: 1
+
+
+def device_state(env: Env) -> tuple[str, set[str]]:
+    return env.link("current.gguf"), env.stores() if env.models.is_dir() else set()
+
+
+def test_the_fit_needs_the_server_settings(env: Env) -> None:
+    before = device_state(env)
+    result = env.run("B", hf_model_fit_server={"ctx_size": 2048})
+
+    assert result.rc != 0 and device_state(env) == before
+    flat = " ".join(result.output.split())
+    missing = "parallel, ubatch_size, n_gpu_layers, load_mode, cache_ram_mib"
+    assert f"hf_model_fit_server lacks {missing}" in flat, flat[-3000:]
+    assert "playbooks/deploy.yml" in flat and "hf_model_fit_check: false" in flat
+
+
+def test_the_fit_counts_the_draft_read_on_the_device(env: Env) -> None:
+    # A "2 GB" draft (header and tensor infos of Llama-3.2-3B, sparse): the tiny model alone fits 4,000 MiB of RAM
+    # (1,952 available after the reserve), with the draft it does not.
+    tensors = tiny.q4_k_m_tensors(n_layer=28, n_embd=3072, n_ff=8192, n_head=24, n_head_kv=8, n_vocab=128256, tied=True)
+    meta = {"llama.block_count": 28, "llama.embedding_length": 3072, "llama.attention.head_count": 24,
+            "llama.attention.head_count_kv": 8, "llama.vocab_size": 128256}  # fmt: skip
+    draft = tiny.write_gguf_header(env.tmp / "draft.gguf", "llama", meta, tensors=tensors)
+    alone = env.run("B", "--check", hf_model_fit_memtotal_mb=4000)
+    assert alone.rc == 0, alone.output[-3000:]
+    before = device_state(env)
+    result = env.run("B", hf_model_fit_memtotal_mb=4000, hf_model_fit_server={**FIT_SERVER, "draft_model": str(draft)})
+
+    assert result.rc != 0 and device_state(env) == before
+    flat = " ".join(result.output.split())
+    assert re.search(r"localhost \(4000 MiB RAM\): \S+ does not fit: .* \+ draft model 2,\d{3} MiB", flat), flat[-3000:]
+    assert f"draft {draft}" in flat

@@ -36,7 +36,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "llama_server_draft_model": "/opt/llm/draft/small.gguf",
         "llama_server_cache_reuse": 256,
         "llama_server_extra_args": ["--temp", "0.7", "--seed", 42],
-        "llama_server_mlock": False,
+        "llama_server_load_mode": "mmap+mlock",
+        "llama_server_cache_ram_mib": 0,
         "llama_server_cont_batching": False,
         "llama_server_kv_unified": False,
         "llama_server_docker_runtime": "",
@@ -107,7 +108,7 @@ def test_defaults_are_the_tuned_orin_nx_settings(rendered: dict[str, dict[str, A
     assert opts["--model"] == "/models/tiny.gguf" and opts["--alias"] == "tiny.gguf"
     expected = {"--host": "0.0.0.0", "--port": "8080", "--ctx-size": "2048", "--n-gpu-layers": "all",
                 "--threads": "8", "--parallel": "8", "--batch-size": "512", "--ubatch-size": "256",
-                "--flash-attn": "on", "--load-mode": "mmap+mlock"}  # fmt: skip
+                "--flash-attn": "on", "--load-mode": "none", "--cache-ram": "1024"}  # fmt: skip
     assert {key: opts.get(key) for key in expected} == expected
     assert {"--cont-batching", "--kv-unified", "--metrics"} <= set(args)
     # Names the pinned llama.cpp rejects or that would swallow the next argument.
@@ -134,7 +135,8 @@ def test_container_is_hardened_and_mounts_the_model_read_only(rendered: dict[str
     assert (
         opts["--pull"] == "never" and "--init" in docker and opts["--label"] == "io.jetson-llm-fleet.role=llama-server"
     )
-    assert opts["--ulimit"] == "memlock=-1:-1"
+    # --load-mode none locks nothing: no memlock ulimit (a mode with mlock gets one, see test_load_mode_and_prompt_cache)
+    assert "--ulimit" not in opts
     assert "--memory" not in docker
     # The GPU device nodes' group (read on the device), never a hard-coded one.
     assert [arg for arg in docker if arg.startswith("--group-add")] == ["--group-add=44"]
@@ -162,10 +164,10 @@ def test_optional_features_and_extra_args(rendered: dict[str, dict[str, Any]]) -
     assert opts["--spec-draft-ngl"] == "all" and opts["--cache-reuse"] == "256"
     assert not {"--draft", "--draft-n", "--draft-max", "--draft-min", "--model-draft"} & set(args)
     assert args[-4:] == ["--temp", "0.7", "--seed", "42"]
-    assert {"--no-cont-batching", "--no-kv-unified"} <= set(args) and "--load-mode" not in args
+    assert {"--no-cont-batching", "--no-kv-unified"} <= set(args)
     assert "type=bind,source=/opt/llm/draft/small.gguf,target=/models/draft/small.gguf,readonly" in docker
     assert "max-size=10m" in docker and "max-file=3" in docker and options(docker)["--log-driver"] == "json-file"
-    assert "--runtime" not in docker and "--ulimit" not in docker
+    assert "--runtime" not in docker
 
 
 def test_release_check_looks_for_the_model_and_draft_not_the_key_file(rendered: dict[str, dict[str, Any]]) -> None:
@@ -300,3 +302,13 @@ def test_healthcheck_sends_the_key_from_the_key_file(
     assert subprocess.run(["/bin/sh", "-c", command], timeout=10, check=False).returncode == 0
     key_file.write_text("wrong\n")
     assert subprocess.run(["/bin/sh", "-c", command], timeout=10, check=False).returncode != 0
+
+
+def test_load_mode_and_prompt_cache(rendered: dict[str, dict[str, Any]]) -> None:
+    # Always passed, so the server runs what hf_model's memory fit counted (llama.cpp's own --cache-ram is 8192).
+    extra = rendered["draft_cache_extra"]
+    assert options(extra["args"])["--load-mode"] == "mmap+mlock" and options(extra["args"])["--cache-ram"] == "0"
+    assert options(extra["docker"])["--ulimit"] == "memlock=-1:-1"  # a mode that locks gets the memlock ulimit
+    assert extra["settings"]["load_mode"] == "mmap+mlock" and extra["settings"]["cache_ram_mib"] == 0
+    assert rendered["defaults"]["settings"]["load_mode"] == "none"
+    assert rendered["defaults"]["settings"]["cache_ram_mib"] == 1024
