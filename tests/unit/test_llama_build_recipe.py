@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -345,3 +346,40 @@ def test_a_cpu_build_with_the_cuda_backend_fails(tmp_path: Path) -> None:
     result = recipe(path, "--src", str(src), "--build", str(tmp_path / "b"), "--out", str(tmp_path / "o"))
 
     assert result.returncode == 2 and "labelled cpu" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------- the GPU check
+
+
+def test_the_gpu_checks_backend_check_passes_a_gpu_log_and_fails_a_hidden_gpu(tmp_path: Path) -> None:
+    """tests/gpu/check.sh's verdicts, on b11312's own log lines (the server started with and without the GPU)."""
+    gpu = tmp_path / "gpu.log"
+    gpu.write_text(
+        "ggml_cuda_init: found 1 CUDA devices (Total VRAM: 143167 MiB):\n"
+        "  Device 0: NVIDIA H200, compute capability 9.0, VMM: yes, VRAM: 143167 MiB\n"
+        "llama_model_load_from_file_impl: using device CUDA0 (NVIDIA H200) (0000:00:05.0) - 142000 MiB free\n"
+        "load_tensors: offloading output layer to GPU\n"
+        "load_tensors: offloading 4 repeating layers to GPU\n"
+        "load_tensors: offloaded 5/5 layers to GPU\n"
+    )
+    hidden = tmp_path / "cpu.log"
+    hidden.write_text(
+        "ggml_cuda_init: failed to initialize CUDA: no CUDA-capable device is detected\n"
+        "warning: no usable GPU found, --gpu-layers option will be ignored\n"
+    )
+    check = [sys.executable, str(REPO / "tests/gpu/backend_check.py")]
+
+    passed = subprocess.run([*check, str(gpu)], capture_output=True, text=True)
+    refused = subprocess.run([*check, str(hidden)], capture_output=True, text=True)
+
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert '"gpu_layers": 5' in passed.stdout
+    assert refused.returncode == 1 and '"cause": "no GPU visible"' in refused.stdout
+
+
+def test_the_gpu_check_script_parses_and_documents_itself() -> None:
+    script = REPO / "tests/gpu/check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    assert "roles/llama_cpp_build/files/build-llama.sh" in text  # the product's recipe, not a copy
+    assert "CUDA_VISIBLE_DEVICES=" in text and "timeout" in text
