@@ -514,11 +514,9 @@ def write_state(specs: list[HostSpec], known_hosts: dict[str, str]) -> Path:
                         # Documented variables through which jetsim differs from a real device:
                         "jetson_preflight_architectures": ["aarch64", "x86_64"],
                         "jetson_preflight_device_tree_dir": "/sys/firmware/devicetree/base",
-                        "container_runtime_nvidia": False,
                         # The fleet's network is internal to this machine: serve without an API key (the product
                         # refuses that unless told, see llama_server_open_access).
                         "llama_server_open_access": True,
-                        "llama_server_docker_runtime": "runc",
                         # Where the VM lacks CAP_SYS_RESOURCE (the runc wrapper drops it), a nested container
                         # cannot raise RLIMIT_MEMLOCK: keep Docker's default limit (llama.cpp still tries mlock).
                         "llama_server_memlock_ulimit": "",

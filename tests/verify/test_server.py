@@ -163,3 +163,60 @@ def test_release_matches_the_inventory(
     with host.sudo():
         digest = host.check_output(f"sha256sum {shlex.quote(release['model']['path'])}").split()[0]
     assert digest == release["model"]["sha256"]
+
+
+# Character devices every container gets from Docker itself; anything else in the container's /dev was passed in
+# (by the NVIDIA runtime's CSV mode on a Jetson: /dev/nvmap, /dev/nvhost-*, /dev/nvgpu/igpu0/*, or --device).
+DOCKER_DEFAULT_DEVICES = {"null", "zero", "full", "random", "urandom", "tty", "console", "ptmx"}
+# Runs on the device (sudo): the llama-server process's credentials from /proc/<pid>/status, and every character
+# device under its /dev as it sees it (its mount namespace, through /proc/<pid>/root), as JSON.
+DEVICES_SCRIPT = r"""
+import json, os, stat, sys
+pid = sys.argv[1]
+status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status") if ":" in line)
+uid, gid = int(status["Uid"].split()[1]), int(status["Gid"].split()[1])
+groups = [int(g) for g in status["Groups"].split()]
+base = f"/proc/{pid}/root/dev"
+nodes = []
+for folder, dirs, files in os.walk(base):
+    dirs[:] = [d for d in dirs if d not in ("pts", "shm", "mqueue")]
+    for name in files:
+        info = os.lstat(os.path.join(folder, name))
+        if stat.S_ISCHR(info.st_mode):
+            path = "/dev" + os.path.join(folder, name)[len(base):]
+            nodes.append({"path": path, "uid": info.st_uid, "gid": info.st_gid, "mode": stat.S_IMODE(info.st_mode)})
+print(json.dumps({"uid": uid, "gid": gid, "groups": groups, "nodes": nodes}))
+"""
+
+
+def _can_read_write(node: dict[str, Any], uid: int, groups: set[int]) -> bool:
+    """The kernel's permission check for open(O_RDWR) without capabilities (the container drops them all)."""
+    if node["uid"] == uid:
+        bits = node["mode"] >> 6
+    elif node["gid"] in groups:
+        bits = node["mode"] >> 3
+    else:
+        bits = node["mode"]
+    return bits & 0o6 == 0o6
+
+
+def test_server_process_can_open_every_gpu_device_node(host: Any, container: dict[str, Any], settings: Any) -> None:
+    # Issue 11: a non-root server without the group that owns the GPU nodes (root:video 0660 on L4T) cannot open
+    # them, so CUDA init fails and llama-server serves from the CPU while /health still answers.
+    name = settings["llama_server_container_name"]
+    with host.sudo():
+        top = host.check_output(f"docker top {shlex.quote(name)} -eo pid,comm")
+        pids = [line.split()[0] for line in top.splitlines()[1:] if line.split()[1:] == ["llama-server"]]
+        assert pids, f"no llama-server process in {name}: {top}"
+        seen = json.loads(host.check_output(f"python3 -c {shlex.quote(DEVICES_SCRIPT)} {pids[0]}"))
+    passed = [node for node in seen["nodes"] if node["path"].removeprefix("/dev/") not in DOCKER_DEFAULT_DEVICES]
+    if not passed:
+        assert container["HostConfig"]["Runtime"] != "nvidia", f"the nvidia runtime passed no device node into {name}"
+        pytest.skip(f"no device node passed into {name} (runtime {container['HostConfig']['Runtime']})")
+    groups = {seen["gid"], *seen["groups"]}
+    denied = [node for node in passed if not _can_read_write(node, seen["uid"], groups)]
+    assert not denied, (
+        f"llama-server (uid {seen['uid']}, groups {sorted(groups)}) cannot open for read+write: "
+        + ", ".join(f"{n['path']} ({n['uid']}:{n['gid']} {n['mode']:o})" for n in denied)
+        + ". Fix: start the container with --group-add for the group owning them (llama_server_extra_groups)."
+    )
