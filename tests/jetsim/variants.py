@@ -24,7 +24,8 @@ Schema (version 1) of that dict:
     dpkg              {"package", "version", "architecture", "stanza"}   (stanza: /var/lib/dpkg/status text)
     nvpmodel          {"conf": path, "conf_link": "/etc/nvpmodel.conf", "default_id": int,
                        "fan_mode": "quiet" | None, "status_path": "/var/lib/nvpmodel/status",
-                       "modes": [{"id", "name", "online_cpus"}, ...]}
+                       "modes": [{"id", "name", "online_cpus"}, ...],
+                       "boot_fault": bool}   (nvpmodel.service fails at every boot, exit 234: see nvpmodel)
     power_mode        {"id": int, "name": str}   (initial mode, written to the nvpmodel status on first boot)
     devices           [{"path", "major", "minor", "owner", "group", "mode"}, ...]  (char devices made at boot)
     hardware          {"cpu_cores", "cpu_cluster_size", "cpu_freqs_khz", "gpu_freqs_hz", "emc_freqs_hz",
@@ -106,6 +107,26 @@ R36_4_3 = Release(
     jetpack="6.2",
     cuda_version="12.6.68",
 )
+# JetPack 6.0 GA: CUDA 12.2 driver, no super device tree yet.
+R36_3_0 = Release(
+    l4t="36.3.0",
+    gcid="36191598",
+    board="generic",
+    date="Mon May  6 17:34:21 UTC 2024",
+    core_version="36.3.0-20240506102626",
+    jetpack="6.0",
+    cuda_version="12.2.140",
+)
+# JetPack 6.2.2 (the identifiers are jetsim's, the release and CUDA line NVIDIA's).
+R36_5_0 = Release(
+    l4t="36.5.0",
+    gcid="43104871",
+    board="generic",
+    date="Thu Jan 15 22:04:03 UTC 2026",
+    core_version="36.5.0-20260115220403",
+    jetpack="6.2.2",
+    cuda_version="12.6.85",
+)
 R35_5_0 = Release(
     l4t="35.5.0",
     gcid="35550185",
@@ -134,6 +155,7 @@ class Variant:
     fan_mode: str | None = "quiet"  # None: the nvpmodel status has no fmode (vendor images)
     conf_name: str = ""  # file under /etc/nvpmodel/; derived from module when empty
     dpkg_architecture: str = "arm64"
+    nvpmodel_boot_fault: bool = False  # nvpmodel.service fails at every boot (exit 234), applying nothing
 
     @property
     def l4t_major(self) -> int:
@@ -239,6 +261,38 @@ VARIANTS: dict[str, Variant] = {
                 PowerMode(3, "20W", 6, 1497600, 714000000, -1, dla_max_hz=614400000),
                 PowerMode(4, "40W", 6, 1984000, 1173000000, -1, dla_max_hz=1203200000),
             ),
+        ),
+        replace(
+            _ORIN_NX_16,
+            name="r36.3",
+            description="Orin NX 16GB on L4T R36.3.0 (JetPack 6.0, CUDA 12.2 driver): too old for CUDA 12.6 images",
+            release=R36_3_0,
+        ),
+        replace(
+            _ORIN_NX_16_SUPER,
+            name="r36.5",
+            description="Orin NX 16GB super on L4T R36.5.0 (JetPack 6.2.2): R36.5's jetson_clocks fan lines",
+            release=R36_5_0,
+        ),
+        replace(
+            _ORIN_NX_16,
+            name="stale-table",
+            description=(
+                "Orin NX 16GB booting the super device tree, /etc/nvpmodel.conf still linked to the non-super table "
+                "(left from before a reflash): no MAXN_SUPER"
+            ),
+            model=f"{_DEVKIT} Super",
+            super_dtb=True,
+            conf_name="nvpmodel_p3767_0000.conf",
+        ),
+        replace(
+            _ORIN_NX_16_SUPER,
+            name="nvpmodel-fails",
+            description=(
+                "Orin NX 16GB super whose nvpmodel.service fails at every boot (exit 234): the status names a mode "
+                "the hardware does not run"
+            ),
+            nvpmodel_boot_fault=True,
         ),
         replace(
             _ORIN_NX_16,
@@ -563,6 +617,7 @@ def host_config(variant: str, hostname: str, power_mode: str | None = None) -> d
             "fan_mode": v.fan_mode,
             "status_path": NVPMODEL_STATUS,
             "modes": [{"id": m.id, "name": m.name, "online_cpus": m.online_cores} for m in v.modes],
+            "boot_fault": v.nvpmodel_boot_fault,
         },
         "power_mode": {"id": initial.id, "name": initial.name},
         "devices": [

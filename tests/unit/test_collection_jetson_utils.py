@@ -181,26 +181,34 @@ def test_dpkg_version(text: str | None, expected: str | None) -> None:
     assert jetson.parse_l4t_dpkg_version(text) == expected
 
 
+# NVIDIA's JetPack / Jetson Linux archive: JetPack 6.2.2 = 36.5, 6.2.1 = 36.4.4 (36.4.7 is its security update),
+# 6.2 = 36.4.3, 6.1 = 36.4, 6.0 = 36.3, 6.0 DP = 36.2, 5.1.5 = 35.6.1. A patch release the table lacks maps to the
+# line of the nearest release below it in the same major.minor, never to nothing.
 @pytest.mark.parametrize(
     ("l4t", "jetpack"),
     [
-        ("36.5.0", "6.2.1"),
+        ("36.5.0", "6.2.2"),
+        ("36.5.2", "6.2.x"),
         ("36.4.7", "6.2.1"),
         ("36.4.4", "6.2.1"),
+        ("36.4.5", "6.2.x"),
         ("36.4.3", "6.2"),
-        ("36.4.2", "6.1.1"),
+        ("36.4.2", "6.1.x"),
         ("36.4.0", "6.1"),
         ("36.4", "6.1"),
         ("R36.4.3", "6.2"),
         ("36.3.0", "6.0"),
+        ("36.3.1", "6.0.x"),
         ("36.2.0", "6.0 DP"),
+        ("35.6.2", "5.1.x"),
+        ("35.6.1", "5.1.5"),
         ("35.6.0", "5.1.4"),
         ("35.5.0", "5.1.3"),
         ("35.4.1", "5.1.2"),
         ("35.3.1", "5.1.1"),
         ("35.2.1", "5.1"),
         ("35.1.0", "5.0.2"),
-        ("36.4.5", None),
+        ("36.6.0", None),
         ("34.1.0", None),
         ("garbage", None),
         ("", None),
@@ -392,6 +400,25 @@ def test_reboot_required() -> None:
     assert jetson.reboot_required(vendor, 3, 4) is False  # no CPU_ONLINE lines
 
 
+def test_reboot_required_when_a_gpu_power_gating_mask_changes() -> None:
+    # Two 8-core modes that gate different TPCs / FBPs: nvpmodel asks for a reboot for those too.
+    conf = jetson.parse_nvpmodel_conf(
+        ORIN_NX_SUPER_CONF.replace(
+            "< POWER_MODEL ID=4 NAME=40W >\n" + _cpu_online(8) + "TPC_POWER_GATING TPC_PG_MASK 0\n",
+            "< POWER_MODEL ID=4 NAME=40W >\n" + _cpu_online(8) + "TPC_POWER_GATING TPC_PG_MASK 252\n"
+            "FBP_POWER_GATING FBP_PG_MASK 2\n",
+        ).replace(
+            "< POWER_MODEL ID=3 NAME=25W >\n" + _cpu_online(8),
+            "< POWER_MODEL ID=3 NAME=25W >\n" + _cpu_online(8) + "FBP_POWER_GATING FBP_PG_MASK 0\n",
+        )
+    )
+    assert jetson.reboot_reasons(conf, 0, 4) == ["TPC_PG_MASK 0 -> 252"]  # same 8 cores
+    assert jetson.reboot_reasons(conf, 3, 4) == ["TPC_PG_MASK 0 -> 252", "FBP_PG_MASK 0 -> 2"]
+    assert jetson.reboot_required(conf, 0, 4) is True
+    assert jetson.reboot_required(conf, 0, 3) is False  # FBP mask set by one mode only: no change known
+    assert jetson.reboot_reasons(conf, 2, 4) == ["online CPU cores 4 -> 8", "TPC_PG_MASK 0 -> 252"]
+
+
 def test_mode_summaries_and_by_id() -> None:
     conf = jetson.parse_nvpmodel_conf(ORIN_NX_SUPER_CONF)
     assert jetson.mode_summaries(conf)[0] == {"id": 0, "name": "MAXN_SUPER", "cpu_online": 8}
@@ -415,6 +442,142 @@ def test_query_with_warning() -> None:
 def test_query_errors(output: str) -> None:
     with pytest.raises(ValueError):
         jetson.parse_nvpmodel_query(output)
+
+
+# `nvpmodel -q --verbose` on R36 (format of the real tool: the query line, the ID, then one line per setting
+# with the value read back from sysfs and the table's, -1 printed as LONG_MAX).
+VERBOSE_APPLIED = (
+    "NVPM VERB: Config file: /etc/nvpmodel.conf\n"
+    "NVPM VERB: parsing done for /etc/nvpmodel.conf\n"
+    "NVPM VERB: Current mode: NV Power Mode: MAXN_SUPER\n"
+    "0\n"
+    "NVPM VERB: PARAM CPU_ONLINE: ARG CORE_0: PATH /sys/devices/system/cpu/cpu0/online: REAL_VAL: 1 CONF_VAL: 1\n"
+    "NVPM VERB: PARAM CPU_ONLINE: ARG CORE_7: PATH /sys/devices/system/cpu/cpu7/online: REAL_VAL: 1 CONF_VAL: 1\n"
+    "NVPM VERB: PARAM TPC_POWER_GATING: ARG TPC_PG_MASK: PATH /sys/devices/platform/gpu.0/tpc_pg_mask: "
+    "REAL_VAL: 240 CONF_VAL: 240\n"
+    "NVPM VERB: PARAM GPU_POWER_CONTROL_ENABLE: ARG GPU_PWR_CNTL_EN: PATH /sys/devices/platform/gpu.0/power/control: "
+    "REAL_VAL: auto CONF_VAL: on\n"
+    "NVPM VERB: PARAM CPU_A78_0: ARG MIN_FREQ: PATH /sys/devices/system/cpu/cpu0/cpufreq/scaling_min_freq: "
+    "REAL_VAL: 1984000 CONF_VAL: 729600\n"
+    "NVPM VERB: PARAM CPU_A78_0: ARG MAX_FREQ: PATH /sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq: "
+    "REAL_VAL: 1984000 CONF_VAL: 9223372036854775807\n"
+    "NVPM VERB: PARAM GPU: ARG MAX_FREQ: PATH /sys/devices/platform/17000000.gpu/devfreq_dev/max_freq: "
+    "REAL_VAL: 1173000000 CONF_VAL: 9223372036854775807\n"
+    "NVPM VERB: PARAM EMC: ARG MAX_FREQ: PATH /sys/kernel/nvpmodel_emc_cap/emc_iso_cap: REAL_VAL: 0 CONF_VAL: 0\n"
+)
+
+
+def test_verbose_query_of_an_applied_mode_has_no_mismatch() -> None:
+    entries = jetson.parse_nvpmodel_verbose(VERBOSE_APPLIED)
+    assert len(entries) == 8
+    assert entries[2] == {"param": "TPC_POWER_GATING", "arg": "TPC_PG_MASK", "real": "240", "conf": "240"}
+    assert jetson.nvpmodel_mismatches(entries) == []  # pinned MIN_FREQ above the floor, uncapped maxima, "auto"
+    assert jetson.parse_nvpmodel_query(VERBOSE_APPLIED) == {"name": "MAXN_SUPER", "id": 0}
+
+
+def test_verbose_query_when_the_status_file_names_another_mode_than_the_hardware_runs() -> None:
+    # nvpmodel.service failed at boot: the status says 25W, the cores, the mask and the clocks are not 25W's.
+    text = (
+        "NV Power Mode: 25W\n3\n"
+        "NVPM VERB: PARAM CPU_ONLINE: ARG CORE_4: PATH /sys/devices/system/cpu/cpu4/online: REAL_VAL: 0 CONF_VAL: 1\n"
+        "NVPM VERB: PARAM TPC_POWER_GATING: ARG TPC_PG_MASK: PATH /sys/devices/platform/gpu.0/tpc_pg_mask: "
+        "REAL_VAL: 252 CONF_VAL: 240\n"
+        "NVPM VERB: PARAM CPU_A78_0: ARG MIN_FREQ: PATH /sys/devices/system/cpu/cpu0/cpufreq/scaling_min_freq: "
+        "REAL_VAL: 115200 CONF_VAL: 729600\n"
+        "NVPM VERB: PARAM CPU_A78_0: ARG MAX_FREQ: PATH /sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq: "
+        "REAL_VAL: 1984000 CONF_VAL: 1497600\n"
+        "NVPM VERB: PARAM GPU: ARG MAX_FREQ: PATH /sys/devices/platform/17000000.gpu/devfreq_dev/max_freq: "
+        "REAL_VAL: 1173000000 CONF_VAL: 816000000\n"
+    )
+    assert jetson.nvpmodel_mismatches(jetson.parse_nvpmodel_verbose(text)) == [
+        "CPU_ONLINE CORE_4 is 0, the mode sets 1",
+        "TPC_POWER_GATING TPC_PG_MASK is 252, the mode sets 240",
+        "CPU_A78_0 MIN_FREQ is 115200, the mode sets 729600",
+        "CPU_A78_0 MAX_FREQ is 1984000, the mode caps it at 1497600",
+        "GPU MAX_FREQ is 1173000000, the mode caps it at 816000000",
+    ]
+
+
+def test_verbose_query_without_settings() -> None:
+    assert jetson.parse_nvpmodel_verbose(QUERY) == []
+
+
+# `jetson_clocks --show` in the real R36 formats: two spaces after `cpuN:`, an `Active GPU TPCs:` line, the fan
+# line of R36.4 (`Control=kernel`) and R36.5 (`Control=nvfancontrol|disabled` and a `pwm1_enable` line).
+SHOW_R36_4_UNPINNED = (
+    "SOC family:tegra234  Machine:NVIDIA Jetson Orin NX Engineering Reference Developer Kit Super\n"
+    "Online CPUs: 0-7\n"
+    "cpu0:  Online=1 Governor=schedutil MinFreq=729600 MaxFreq=1984000 CurrentFreq=1267200 IdleStates: WFI=1 c7=1\n"
+    "cpu7:  Online=1 Governor=schedutil MinFreq=729600 MaxFreq=1984000 CurrentFreq=1984000 IdleStates: WFI=1 c7=1\n"
+    "GPU MinFreq=306000000 MaxFreq=1173000000 CurrentFreq=306000000\n"
+    "Active GPU TPCs: 8\n"
+    "EMC MinFreq=204000000 MaxFreq=3199000000 CurrentFreq=2133000000 FreqOverride=0\n"
+    "FAN Dynamic Speed Control=kernel hwmon0_pwm1=88\n"
+    "NV Power Mode: MAXN_SUPER\n"
+)
+SHOW_R36_4_PINNED = (
+    "SOC family:tegra234  Machine:NVIDIA Jetson Orin NX Engineering Reference Developer Kit Super\n"
+    "Online CPUs: 0-7\n"
+    "cpu0:  Online=1 Governor=schedutil MinFreq=1984000 MaxFreq=1984000 CurrentFreq=1984000 IdleStates: WFI=0 c7=0\n"
+    "cpu7:  Online=1 Governor=schedutil MinFreq=1984000 MaxFreq=1984000 CurrentFreq=1984000 IdleStates: WFI=0 c7=0\n"
+    "GPU MinFreq=1173000000 MaxFreq=1173000000 CurrentFreq=1173000000\n"
+    "Active GPU TPCs: 8\n"
+    "EMC MinFreq=204000000 MaxFreq=3199000000 CurrentFreq=3199000000 FreqOverride=1\n"
+    "FAN Dynamic Speed Control=kernel hwmon0_pwm1=255\n"
+    "NV Power Mode: MAXN_SUPER\n"
+)
+SHOW_R36_5_FAN = (
+    "FAN Dynamic Speed Control=nvfancontrol hwmon0_pwm1=60\n"
+    "FAN Dynamic Speed Control=nvfancontrol hwmon0_pwm1_enable=1\n"
+)
+SHOW_R36_5_FAN_MAX = (
+    "FAN Dynamic Speed Control=disabled hwmon0_pwm1=255\nFAN Dynamic Speed Control=disabled hwmon0_pwm1_enable=1\n"
+)
+
+
+def test_clocks_show_parses_the_r36_format() -> None:
+    parsed = jetson.parse_jetson_clocks_show(SHOW_R36_4_UNPINNED)
+    assert parsed["cpus"][0] == {"online": True, "min": 729600, "max": 1984000}
+    assert parsed["gpu"] == {"min": 306000000, "max": 1173000000}
+    assert parsed["emc"] == {"min": 204000000, "max": 3199000000, "override": False}
+    assert parsed["fans"] == [{"control": "kernel", "hwmon": "hwmon0", "node": "pwm1", "value": 88}]
+    assert parsed["power_mode"] == "MAXN_SUPER"
+
+
+def test_clocks_unpinned_after_nvpmodel_ran_again() -> None:
+    assert jetson.jetson_clocks_unpinned(SHOW_R36_4_UNPINNED) == [
+        "cpu0 MinFreq=729600 MaxFreq=1984000",
+        "cpu7 MinFreq=729600 MaxFreq=1984000",
+        "GPU MinFreq=306000000 MaxFreq=1173000000",
+        "EMC MinFreq=204000000 MaxFreq=3199000000 FreqOverride=0",
+    ]
+    assert jetson.parse_jetson_clocks_pinned(SHOW_R36_4_UNPINNED) is False
+    assert jetson.jetson_clocks_unpinned(SHOW_R36_4_PINNED) == []
+    assert jetson.parse_jetson_clocks_pinned(SHOW_R36_4_PINNED) is True
+    assert jetson.parse_jetson_clocks_pinned("Error: Run this script as a root user") is None
+
+
+def test_offline_cpus_do_not_count() -> None:
+    show = SHOW_R36_4_PINNED.replace(
+        "cpu7:  Online=1 Governor=schedutil MinFreq=1984000", "cpu7:  Online=0 x=1 MinFreq=1"
+    )
+    assert jetson.jetson_clocks_unpinned(show) == []
+
+
+@pytest.mark.parametrize(
+    ("fan_lines", "problems"),
+    [
+        ("FAN Dynamic Speed Control=kernel hwmon0_pwm1=255\n", []),
+        ("FAN Dynamic Speed Control=kernel hwmon0_pwm1=88\n", ["hwmon0_pwm1=88"]),
+        (SHOW_R36_5_FAN, ["hwmon0_pwm1=60", "nvfancontrol controls the fan"]),
+        (SHOW_R36_5_FAN_MAX, []),
+        ("FAN Dynamic Speed control=active hwmon2_pwm1=255\n", ["nvfancontrol controls the fan"]),  # R35
+        ("", ["no fan listed"]),
+    ],
+)
+def test_fan_at_full_speed(fan_lines: str, problems: list[str]) -> None:
+    show = SHOW_R36_4_PINNED.replace("FAN Dynamic Speed Control=kernel hwmon0_pwm1=255\n", fan_lines)
+    assert jetson.jetson_clocks_fan_not_max(show) == problems
 
 
 def test_output_requests_reboot() -> None:
@@ -452,8 +615,28 @@ def test_cuda_version(json_text: str | None, txt: str | None, expected: str | No
     assert jetson.parse_cuda_version(json_text, txt) == expected
 
 
-def test_meminfo() -> None:
-    assert jetson.parse_meminfo_total_mb("MemTotal:       15655140 kB\nMemFree:  1 kB\n") == 15288
+@pytest.mark.parametrize(
+    ("l4t", "driver"),
+    [("36.5.0", "12.6"), ("36.4.3", "12.6"), ("36.4.0", "12.6"), ("36.3.0", "12.2"), ("36.2.0", "12.2"),
+     ("35.5.0", "11.4"), ("36.6.0", "12.6"), ("36.1.0", None), ("34.1.0", None), (None, None)],
+)  # fmt: skip
+def test_cuda_driver_for_l4t(l4t: str | None, driver: str | None) -> None:
+    assert jetson.cuda_driver_for_l4t(l4t) == driver
+
+
+@pytest.mark.parametrize(
+    ("image", "driver", "runs"),
+    [("12.6", "12.6", True), ("12.6.68", "12.6", True), ("12.2", "12.6", True), ("12.6", "12.2", False),
+     ("11.4", "12.6", False), ("12.6", None, None), ("", "12.6", None)],
+)  # fmt: skip
+def test_cuda_runs_on_driver(image: str, driver: str | None, runs: bool | None) -> None:
+    assert jetson.cuda_runs_on_driver(image, driver) is runs
+
+
+def test_meminfo_of_an_orin_nx_16gb_on_jetpack_6() -> None:
+    # tegrastats on JetPack 6 Orin NX 16GB boards prints `RAM 3712/15656MB` (the samples in
+    # tests/fixtures/benchmark): MemTotal / 1024. 15656 MiB is 15.3 GiB, not "about 15300 MiB".
+    assert jetson.parse_meminfo_total_mb("MemTotal:       16031744 kB\nMemFree:  1 kB\n") == 15656
     assert jetson.parse_meminfo_total_mb("") is None
 
 
@@ -461,9 +644,19 @@ def test_docker_daemon_json() -> None:
     text = (
         '{"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "runtimeArgs": []}}, "default-runtime": "nvidia"}'
     )
-    assert jetson.parse_docker_daemon_json(text) == {"runtimes": ["nvidia"], "default_runtime": "nvidia"}
-    assert jetson.parse_docker_daemon_json(None) == {"runtimes": [], "default_runtime": None}
-    assert jetson.parse_docker_daemon_json("{bad") == {"runtimes": [], "default_runtime": None}
+    empty = {"runtimes": [], "default_runtime": None, "data_root": None}
+    assert jetson.parse_docker_daemon_json(text) == {**empty, "runtimes": ["nvidia"], "default_runtime": "nvidia"}
+    assert jetson.parse_docker_daemon_json(None) == empty
+    assert jetson.parse_docker_daemon_json("{bad") == empty
+
+
+@pytest.mark.parametrize(
+    ("text", "root"),
+    [('{"data-root": "/mnt/nvme/docker", "default-runtime": "nvidia"}', "/mnt/nvme/docker"),
+     ('{"graph": "/ssd/docker"}', "/ssd/docker"), ('{"data-root": "relative"}', None), ("", None)],
+)  # fmt: skip
+def test_docker_data_root_from_daemon_json(text: str, root: str | None) -> None:
+    assert jetson.parse_docker_daemon_json(text)["data_root"] == root
 
 
 # --- filters ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible_collections.jetson_llm.fleet.plugins.modules import jetson_facts, nvpmodel
+from ansible_collections.jetson_llm.fleet.plugins.modules import jetson_clocks, jetson_facts, nvpmodel
 from module_runner import run_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +36,18 @@ def save():
 if state.get("hang"):
     save()
     time.sleep(30)
-if sys.argv[1:] == ["-q"]:
+if sys.argv[1:] in (["-q"], ["-q", "--verbose"]):
     save()
     if state.get("warn"):
         print("NVPM WARN: fan mode is not set!")
     print("NV Power Mode: " + modes[str(state["current"])][0])
     print(state["current"])
+    if sys.argv[2:]:  # what the hardware runs: the mode's cores online unless nvpmodel.service failed
+        online = 4 if state.get("hw_cores") == 4 else modes[str(state["current"])][1]
+        for core in range(8):
+            conf = int(core < modes[str(state["current"])][1])
+            print("NVPM VERB: PARAM CPU_ONLINE: ARG CORE_%d: PATH /sys/devices/system/cpu/cpu%d/online: "
+                  "REAL_VAL: %d CONF_VAL: %d" % (core, core, int(core < online), conf))
     sys.exit(0)
 if len(sys.argv) == 3 and sys.argv[1] == "-m":
     target = sys.argv[2]
@@ -61,6 +67,7 @@ if len(sys.argv) == 3 and sys.argv[1] == "-m":
         state["rebooted"] = True
     if not state.get("stuck"):
         state["current"] = int(target)
+        state.pop("hw_cores", None)
     save()
     sys.exit(0)
 save()
@@ -103,7 +110,11 @@ class FakeNvpmodel:
         return result
 
     def args(self, mode: str, **extra: Any) -> dict[str, Any]:
-        return {"mode": mode, "conf": str(self.conf), "binary": str(self.path), **extra}
+        return {"mode": mode, "conf": str(self.conf), "binary": str(self.path), "service": "", **extra}
+
+    def calls(self) -> list[list[str]]:
+        """nvpmodel's calls without the verbose queries that follow each plain one."""
+        return [call for call in self.state["calls"] if call != ["-q", "--verbose"]]
 
 
 # --- nvpmodel --------------------------------------------------------------------------------------
@@ -117,7 +128,8 @@ def test_nvpmodel_already_in_mode(tmp_path: Path, capsys: Any, monkeypatch: pyte
     assert result["previous"] == result["current"] == {"id": 0, "name": "MAXN_SUPER"}
     assert result["target"] == {"id": 0, "name": "MAXN_SUPER", "cpu_online": 8}
     assert result["modes"][1] == {"id": 1, "name": "10W", "cpu_online": 4}
-    assert fake.state["calls"] == [["-q"]]
+    assert fake.state["calls"] == [["-q"], ["-q", "--verbose"]]
+    assert result["applied"] is True and result["mismatches"] == []
 
 
 def test_nvpmodel_live_switch(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +140,7 @@ def test_nvpmodel_live_switch(tmp_path: Path, capsys: Any, monkeypatch: pytest.M
     assert result["previous"] == {"id": 3, "name": "25W"}
     assert result["current"] == {"id": 4, "name": "40W"}
     assert fake.state["current"] == 4
-    assert fake.state["calls"] == [["-q"], ["-m", "4"], ["-q"]]
+    assert fake.calls() == [["-q"], ["-m", "4"], ["-q"]]
     assert fake.state["answers"] == []
 
 
@@ -178,8 +190,44 @@ def test_nvpmodel_check_mode(
     result = run_module(nvpmodel.main, fake.args(mode, _ansible_check_mode=True), capsys, monkeypatch)
     assert result["changed"] is True
     assert result["reboot_required"] is reboot
-    assert fake.state["calls"] == [["-q"]]
+    assert fake.calls() == [["-q"]]
     assert fake.state["current"] == current
+
+
+def test_nvpmodel_status_names_the_mode_but_the_hardware_runs_another(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The status file says 25W (8 cores), but nvpmodel.service failed at boot and 4 cores are online: the
+    # "already in mode" shortcut would report ok; the module applies the mode again.
+    fake = FakeNvpmodel(tmp_path, current=3, hw_cores=4)
+    result = run_module(nvpmodel.main, fake.args("25W"), capsys, monkeypatch)
+    assert result["changed"] is True
+    assert result["applied"] is False
+    assert result["mismatches"][:1] == ["CPU_ONLINE CORE_4 is 0, the mode sets 1"]
+    assert fake.calls() == [["-q"], ["-m", "3"], ["-q"]]
+
+
+def test_nvpmodel_check_mode_predicts_the_repair(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNvpmodel(tmp_path, current=3, hw_cores=4)
+    result = run_module(nvpmodel.main, fake.args("25W", _ansible_check_mode=True), capsys, monkeypatch)
+    assert result["changed"] is True
+    assert result["reboot_required"] is True  # bringing cores online again: nvpmodel asks for a reboot
+    assert fake.calls() == [["-q"]]
+
+
+def test_nvpmodel_failed_service_is_not_the_mode_set(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeNvpmodel(tmp_path, current=0)
+    systemctl = fake.bin_dir / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/systemctl.log\nexit 0\n')  # is-failed: yes
+    systemctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = run_module(nvpmodel.main, fake.args("MAXN_SUPER", service="nvpmodel.service"), capsys, monkeypatch)
+    assert result["service_failed"] is True
+    assert result["changed"] is True
+    assert fake.calls() == [["-q"], ["-m", "0"], ["-q"]]
+    assert (tmp_path / "systemctl.log").read_text() == "is-failed --quiet nvpmodel.service\n"
 
 
 def test_nvpmodel_switch_does_not_take(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,6 +281,108 @@ def test_nvpmodel_as_script(tmp_path: Path) -> None:
     assert result["current"] == {"id": 2, "name": "15W"}
 
 
+# --- jetson_clocks ---------------------------------------------------------------------------------
+
+# jetson_clocks --show of an Orin NX 16GB on R36.4 (the real format) after nvpmodel ran (floors reset) and after
+# jetson_clocks pinned them.
+SHOW_UNPINNED = (
+    "SOC family:tegra234  Machine:NVIDIA Jetson Orin NX Engineering Reference Developer Kit Super\n"
+    "Online CPUs: 0-7\n"
+    "cpu0:  Online=1 Governor=schedutil MinFreq=729600 MaxFreq=1984000 CurrentFreq=729600 IdleStates: WFI=1 c7=1\n"
+    "GPU MinFreq=306000000 MaxFreq=1173000000 CurrentFreq=306000000\n"
+    "Active GPU TPCs: 8\n"
+    "EMC MinFreq=204000000 MaxFreq=3199000000 CurrentFreq=2133000000 FreqOverride=0\n"
+    "FAN Dynamic Speed Control=kernel hwmon0_pwm1=88\n"
+    "NV Power Mode: MAXN_SUPER\n"
+)
+SHOW_PINNED = (
+    SHOW_UNPINNED.replace("MinFreq=729600", "MinFreq=1984000")
+    .replace("MinFreq=306000000", "MinFreq=1173000000")
+    .replace("FreqOverride=0", "FreqOverride=1")
+)
+
+FAKE_JETSON_CLOCKS = """#!{python}
+import json, sys
+STATE = {state!r}
+state = json.load(open(STATE))
+state["calls"].append(sys.argv[1:])
+json.dump(state, open(STATE, "w"))
+if sys.argv[1:] == ["--show"]:
+    show = {pinned!r} if state["pinned"] else {unpinned!r}
+    if state["fan"]:
+        show = show.replace("pwm1=88", "pwm1=255")
+    print(show, end="")
+    sys.exit(0)
+if not state.get("broken"):
+    state["pinned"] = True
+    state["fan"] = state["fan"] or "--fan" in sys.argv
+json.dump(state, open(STATE, "w"))
+"""
+
+
+class FakeClocks:
+    def __init__(self, tmp_path: Path, pinned: bool, fan: bool = False, **flags: Any) -> None:
+        self.path = tmp_path / "jetson_clocks"
+        self.state_path = tmp_path / "clocks-state.json"
+        self.state_path.write_text(json.dumps({"pinned": pinned, "fan": fan, "calls": [], **flags}))
+        self.path.write_text(
+            FAKE_JETSON_CLOCKS.format(
+                python=sys.executable, state=str(self.state_path), pinned=SHOW_PINNED, unpinned=SHOW_UNPINNED
+            )
+        )
+        self.path.chmod(0o755)
+
+    @property
+    def calls(self) -> list[list[str]]:
+        calls: list[list[str]] = json.loads(self.state_path.read_text())["calls"]
+        return calls
+
+
+def test_clocks_already_pinned(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeClocks(tmp_path, pinned=True)
+    result = run_module(jetson_clocks.main, {"binary": str(fake.path)}, capsys, monkeypatch)
+    assert (result["changed"], result["pinned"], result["problems"]) == (False, True, [])
+    assert fake.calls == [["--show"]]
+
+
+def test_clocks_repinned_after_nvpmodel_reset_them(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeClocks(tmp_path, pinned=False)
+    result = run_module(jetson_clocks.main, {"binary": str(fake.path)}, capsys, monkeypatch)
+    assert (result["changed"], result["pinned"]) == (True, True)
+    assert result["problems"][0] == "cpu0 MinFreq=729600 MaxFreq=1984000"
+    assert fake.calls == [["--show"], [], ["--show"]]
+
+
+def test_clocks_check_mode_reports_and_runs_nothing(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeClocks(tmp_path, pinned=False)
+    result = run_module(
+        jetson_clocks.main, {"binary": str(fake.path), "_ansible_check_mode": True}, capsys, monkeypatch
+    )
+    assert (result["changed"], result["pinned"]) == (True, False)
+    assert fake.calls == [["--show"]]
+
+
+def test_clocks_fan_not_at_full_speed_is_repinned_with_fan(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeClocks(tmp_path, pinned=True)
+    result = run_module(jetson_clocks.main, {"binary": str(fake.path), "fan": True}, capsys, monkeypatch)
+    assert result["changed"] is True
+    assert result["problems"] == ["hwmon0_pwm1=88"]
+    assert fake.calls == [["--show"], ["--fan"], ["--show"]]
+
+
+def test_clocks_still_unpinned_fails_naming_what(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeClocks(tmp_path, pinned=False, broken=True)
+    result = run_module(jetson_clocks.main, {"binary": str(fake.path)}, capsys, monkeypatch)
+    assert result["failed"] is True
+    assert "still not pinned: cpu0 MinFreq=729600 MaxFreq=1984000" in result["msg"]
+
+
 # --- jetson_facts ----------------------------------------------------------------------------------
 
 SUPER_COMPATIBLE = b"nvidia,p3768-0000+p3767-0000-super\x00nvidia,p3767-0000\x00nvidia,tegra234\x00"
@@ -280,6 +430,7 @@ def isolated_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripts: dict
 def test_facts_jetson_tree(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     args = make_jetson_tree(tmp_path / "root")
     isolated_path(tmp_path, monkeypatch, {"docker": "exit 0", "nvidia-ctk": "exit 0"})
+    args["docker_daemon_json"] = str(tmp_path / "no-daemon.json")
     result = run_module(jetson_facts.main, args, capsys, monkeypatch)
     assert result["changed"] is False
     facts = result["jetson"]
@@ -362,3 +513,62 @@ def test_facts_tegra_compatible_only(tmp_path: Path, capsys: Any, monkeypatch: p
     assert facts["is_jetson"] is True
     assert facts["l4t"] is None
     assert facts["module_name"] == "Orin Nano 8GB"
+
+
+def test_facts_measure_dockers_real_data_root(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The common Jetson setup: Docker moved to an NVMe/SSD with data-root. The literal /var/lib/docker (on the
+    # eMMC) must not be what the preflight measures for Docker's images.
+    ssd = tmp_path / "ssd"
+    (ssd / "docker").mkdir(parents=True)
+    literal = tmp_path / "emmc/var/lib/docker"
+    literal.mkdir(parents=True)
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text(json.dumps({"data-root": str(ssd / "docker"), "runtimes": {"nvidia": {}}}))
+    isolated_path(tmp_path, monkeypatch, {"docker": "exit 1"})  # installed, daemon not running
+    args = {
+        "release_file": str(tmp_path / "none"),
+        "device_tree_dir": str(tmp_path / "none"),
+        "disk_paths": [str(literal), str(literal / "overlay2"), str(tmp_path / "opt/llm")],
+        "docker_root": str(literal),
+        "docker_daemon_json": str(daemon_json),
+    }
+    facts = run_module(jetson_facts.main, args, capsys, monkeypatch)["jetson"]
+    assert facts["docker"]["data_root"] == str(ssd / "docker")
+    assert facts["docker"]["data_root_source"] == "daemon.json"
+    assert facts["disk_checked_path"] == {
+        str(literal): str(ssd / "docker"),
+        str(literal / "overlay2"): str(ssd / "docker"),  # not created yet: its parent on the SSD
+        str(tmp_path / "opt/llm"): str(tmp_path),
+    }
+
+
+def test_facts_running_daemon_wins_over_daemon_json(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = tmp_path / "nvme/docker"
+    running.mkdir(parents=True)
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text('{"data-root": "/edited/but/not/restarted"}')
+    info = f'[ "$1 $2 $3" = "info --format {{{{.DockerRootDir}}}}" ] && echo {running} && exit 0\nexit 1'
+    isolated_path(tmp_path, monkeypatch, {"docker": info})
+    args = {
+        "release_file": str(tmp_path / "none"),
+        "device_tree_dir": str(tmp_path / "none"),
+        "disk_paths": ["/var/lib/docker"],
+        "docker_daemon_json": str(daemon_json),
+    }
+    facts = run_module(jetson_facts.main, args, capsys, monkeypatch)["jetson"]
+    assert (facts["docker"]["data_root"], facts["docker"]["data_root_source"]) == (str(running), "docker info")
+    assert facts["disk_checked_path"] == {"/var/lib/docker": str(running)}
+
+
+def test_facts_cuda_driver_and_tables(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = make_jetson_tree(tmp_path / "root")
+    (tmp_path / "root/etc/nvpmodel/nvpmodel_p3767_0000.conf").write_text(SUPER_CONF_TEXT)
+    isolated_path(tmp_path, monkeypatch, {})
+    facts = run_module(jetson_facts.main, {**args, "docker_daemon_json": str(tmp_path / "none")}, capsys, monkeypatch)
+    assert facts["jetson"]["cuda_driver"] == "12.6"
+    assert facts["jetson"]["nvpmodel"]["tables"] == [
+        str(tmp_path / "root/etc/nvpmodel/nvpmodel_p3767_0000.conf"),
+        str(tmp_path / "root/etc/nvpmodel/nvpmodel_p3767_0000_super.conf"),
+    ]

@@ -27,6 +27,7 @@ TOOLS = {
     "identity": ROOTFS / "usr/local/sbin/jetsim-identity",
     "init": ROOTFS / "usr/local/sbin/jetsim-init",
     "nvpmodel": ROOTFS / "usr/sbin/nvpmodel",
+    "nvfancontrol": ROOTFS / "usr/sbin/nvfancontrol",
     "jetson_clocks": ROOTFS / "usr/bin/jetson_clocks",
     "tegrastats": ROOTFS / "usr/bin/tegrastats",
 }
@@ -49,7 +50,8 @@ TEGRASTATS_LINE = re.compile(
     r"(?:\w+@-?\d+(?:\.\d+)?C ){6}"
     r"VDD_IN \d+mW/\d+mW VDD_CPU_GPU_CV \d+mW/\d+mW VDD_SOC \d+mW/\d+mW$"
 )
-SHOW_CPU = re.compile(r"^cpu(\d+): Online=1 Governor=\w+ MinFreq=(\d+) MaxFreq=(\d+) CurrentFreq=(\d+)", re.M)
+# The real R36 format: two spaces after `cpuN:`.
+SHOW_CPU = re.compile(r"^cpu(\d+):  Online=1 Governor=\w+ MinFreq=(\d+) MaxFreq=(\d+) CurrentFreq=(\d+)", re.M)
 
 
 class Host:
@@ -421,7 +423,8 @@ def test_jetson_clocks_pins_and_shows(make_host: Callable[..., Host]) -> None:
         "Online CPUs: 0-3\n"
     )
     assert all(low < high for _, low, high, _ in show_cpus(before))
-    assert "cpu4: Online=0" in before and before.rstrip().endswith("NV Power Mode: 15W")
+    assert "cpu4:  Online=0" in before and before.rstrip().endswith("NV Power Mode: 15W")
+    assert "\nActive GPU TPCs: 2\n" in before  # 15W gates TPCs (TPC_PG_MASK 252)
     assert "FreqOverride=0" in before
     host.ok("jetson_clocks")
     after = host.ok("jetson_clocks", "--show")
@@ -485,7 +488,111 @@ def test_jetson_clocks_fan(make_host: Callable[..., Host]) -> None:
     host.ok("jetson_clocks", "--fan")
     clocks = host.clocks()
     assert clocks["fan_max"] is True and clocks["pinned"] is True and clocks["fan_pwm"] == 255
-    assert "FAN Dynamic Speed control=inactive hwmon2_pwm1=255" in host.ok("jetson_clocks", "--show")
+    # R36.4's jetson_clocks names the kernel as the fan's controller whatever runs (the real line).
+    assert "\nFAN Dynamic Speed Control=kernel hwmon2_pwm1=255\n" in host.ok("jetson_clocks", "--show")
+
+
+def start_nvfancontrol(host: Host) -> subprocess.Popen[str]:
+    """nvfancontrol.service: the daemon in the background, its first tick done when its pid file exists."""
+    daemon = subprocess.Popen(
+        [sys.executable, str(TOOLS["nvfancontrol"])],
+        env={**host.env, "JETSIM_NVFANCONTROL_INTERVAL": "60"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pidfile = host.root / "run/jetsim/nvfancontrol.pid"
+    for _ in range(600):  # the daemon writes the pid file right after starting (bounded wait, no fixed sleep)
+        if pidfile.exists() and pidfile.read_text().strip() == str(daemon.pid):
+            break
+        assert daemon.poll() is None, daemon.communicate()[0]
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.01)"], check=True)
+    return daemon
+
+
+def test_r36_5_fan_lines_follow_nvfancontrol(make_host: Callable[..., Host]) -> None:
+    host = make_host("r36.5")
+    daemon = start_nvfancontrol(host)
+    try:
+        show = host.ok("jetson_clocks", "--show")
+        assert (
+            "\nFAN Dynamic Speed Control=nvfancontrol hwmon2_pwm1=77\n"
+            "FAN Dynamic Speed Control=nvfancontrol hwmon2_pwm1_enable=1\n" in show
+        )
+        host.ok("jetson_clocks", "--fan")  # stops nvfancontrol first, as the real script does
+        assert daemon.wait(timeout=10) != 0  # SIGTERM
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    show = host.ok("jetson_clocks", "--show")
+    assert (
+        "\nFAN Dynamic Speed Control=disabled hwmon2_pwm1=255\n"
+        "FAN Dynamic Speed Control=disabled hwmon2_pwm1_enable=1\n" in show
+    )
+
+
+def test_nvfancontrol_takes_the_fan_back_when_it_starts_after_jetson_clocks(make_host: Callable[..., Host]) -> None:
+    host = make_host()
+    host.ok("jetson_clocks", "--fan")
+    host.ok("nvfancontrol", env={"JETSIM_NVFANCONTROL_TICKS": "1"})  # one pass of its control loop
+    clocks = host.clocks()
+    assert clocks["fan_pwm"] == 77 and clocks["fan_max"] is False
+    assert clocks["pinned"] is True  # the clocks are not nvfancontrol's
+    assert not (host.root / "run/jetsim/nvfancontrol.pid").exists()
+
+
+# ------------------------------------------------------------------------------------------ L4T's nvpmodel quirks
+
+
+def mismatches(host: Host) -> list[str]:
+    from ansible_collections.jetson_llm.fleet.plugins.module_utils import jetson
+
+    verbose = host.ok("nvpmodel", "-q", "--verbose")
+    entries = jetson.parse_nvpmodel_verbose(verbose)
+    assert entries, verbose
+    return jetson.nvpmodel_mismatches(entries)
+
+
+def test_verbose_query_matches_the_table_after_boot_switch_and_pinning(make_host: Callable[..., Host]) -> None:
+    host = make_host(power_mode="25W")
+    assert mismatches(host) == []
+    host.ok("jetson_clocks")
+    assert mismatches(host) == []
+    host.ok("nvpmodel", "-m", "4")
+    assert mismatches(host) == []
+    assert "CONF_VAL: 9223372036854775807" in host.ok("nvpmodel", "-q", "--verbose")  # -1 printed as LONG_MAX
+
+
+def test_failed_nvpmodel_service_leaves_a_status_the_hardware_does_not_run(make_host: Callable[..., Host]) -> None:
+    host = make_host("nvpmodel-fails", power_mode="25W", boot=False)
+    host.ok("identity")
+    proc = host.run("nvpmodel", "-f", "/etc/nvpmodel.conf")  # what nvpmodel.service runs at boot
+    assert proc.returncode == 234, proc.stdout
+    assert "DO YOU WANT TO REBOOT NOW?" in proc.stdout
+    assert host.query() == ["NV Power Mode: 25W", "3"]  # the status file still names the mode
+    found = mismatches(host)  # the kernel's boot state: full cpufreq ranges, GPU uncapped
+    assert "CPU_A78_0 MIN_FREQ is 115200, the mode sets 729600" in found
+    assert "CPU_A78_0 MAX_FREQ is 1984000, the mode caps it at 1497600" in found
+    assert "GPU MAX_FREQ is 1173000000, the mode caps it at 816000000" in found
+    host.ok("nvpmodel", "-m", "3")  # applying the mode again works live (same cores, same masks)
+    assert mismatches(host) == []
+    assert host.run("nvpmodel", "-f", "/etc/nvpmodel.conf").returncode == 0  # a second run of the unit succeeds
+
+
+def test_a_gpu_power_gating_mask_change_asks_for_a_reboot(make_host: Callable[..., Host]) -> None:
+    host = make_host(power_mode="25W")
+    conf = host.root / host.config["nvpmodel"]["conf"].lstrip("/")
+    text = conf.read_text()
+    block = text.index("< POWER_MODEL ID=4 NAME=40W >")
+    conf.write_text(text[:block] + text[block:].replace("TPC_PG_MASK 240", "TPC_PG_MASK 248", 1))
+    proc = host.run("nvpmodel", "-m", "4", input="no\n")  # 25W -> 40W: both 8 cores, another TPC mask
+    assert proc.stdout.splitlines()[:2] == [
+        "NVPM WARN: Reboot required for changing to this power mode: 4",
+        "NVPM WARN: DO YOU WANT TO REBOOT NOW? enter YES/yes to confirm:",
+    ]
+    assert proc.returncode != 0 and host.query() == ["NV Power Mode: 25W", "3"]
 
 
 def test_jetson_clocks_needs_root(make_host: Callable[..., Host]) -> None:

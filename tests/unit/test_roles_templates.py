@@ -20,6 +20,7 @@ from ansible.plugins.filter.core import to_bool
 
 REPO = Path(__file__).resolve().parents[2]
 CLOCKS_TEMPLATE = REPO / "roles" / "jetson_power" / "templates" / "jetson-clocks.service.j2"
+NVPMODEL_DROPIN_TEMPLATE = REPO / "roles" / "jetson_power" / "templates" / "nvpmodel-jetson-clocks.conf.j2"
 TASK_KEYWORDS = set(Task.fattributes) | set(Block.fattributes) | set(Handler.fattributes) | {"local_action"}
 PLAY_TASK_LISTS = ("pre_tasks", "tasks", "post_tasks", "handlers")
 TASK_FILES = sorted(
@@ -28,7 +29,7 @@ TASK_FILES = sorted(
 PLAYBOOKS = [REPO / "site.yml", *sorted((REPO / "playbooks").glob("*.yml"))]
 
 
-def render_clocks_unit(**overrides: Any) -> str:
+def render_clocks_unit(template: Path = CLOCKS_TEMPLATE, **overrides: Any) -> str:
     env = jinja2.Environment(
         trim_blocks=True,
         keep_trailing_newline=True,
@@ -38,7 +39,7 @@ def render_clocks_unit(**overrides: Any) -> str:
     env.filters["bool"] = to_bool
     defaults = yaml.safe_load((REPO / "roles" / "jetson_power" / "defaults" / "main.yml").read_text())
     variables = {"ansible_managed": "Ansible managed", **defaults, **overrides}
-    return env.from_string(CLOCKS_TEMPLATE.read_text()).render(variables)
+    return env.from_string(template.read_text()).render(variables)
 
 
 def unit_entries(text: str) -> dict[str, list[str]]:
@@ -61,7 +62,8 @@ def test_clocks_unit(fan_max: bool | str) -> None:
     text = render_clocks_unit(jetson_power_clocks_fan_max=fan_max)
     fan_max = to_bool(fan_max)
     entries = unit_entries(text)
-    assert entries["After"] == ["nvpmodel.service"]
+    # With the fan at full speed the unit runs after nvfancontrol, which would otherwise take the fan back.
+    assert entries["After"] == ["nvpmodel.service", "nvfancontrol.service"] if fan_max else ["nvpmodel.service"]
     assert entries["Type"] == ["oneshot"]
     assert entries["RemainAfterExit"] == ["yes"]
     assert entries["WantedBy"] == ["multi-user.target"]
@@ -75,6 +77,15 @@ def test_clocks_unit(fan_max: bool | str) -> None:
     sections = [line for line in text.splitlines() if line.startswith("[")]
     assert sections == ["[Unit]", "[Service]", "[Install]"]
     assert "\n\n\n" not in text and text.endswith("\n")
+
+
+@pytest.mark.parametrize("fan_max", [False, True], ids=["fan-auto", "fan-max"])
+def test_nvpmodel_dropin_repins_after_every_nvpmodel_run(fan_max: bool) -> None:
+    text = render_clocks_unit(NVPMODEL_DROPIN_TEMPLATE, jetson_power_clocks_fan_max=fan_max)
+    entries = unit_entries(text)
+    assert entries["ExecStartPost"] == ["/usr/bin/jetson_clocks --fan" if fan_max else "/usr/bin/jetson_clocks"]
+    assert ("Environment" in entries) == fan_max
+    assert [line for line in text.splitlines() if line.startswith("[")] == ["[Service]"]
 
 
 def test_clocks_unit_binary_is_configurable() -> None:

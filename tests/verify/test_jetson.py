@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+from ansible_collections.jetson_llm.fleet.plugins.module_utils import jetson
 
 CLOCKS_UNIT = "jetson-clocks.service"
 CLOCKS_UNIT_PATH = "/etc/systemd/system/jetson-clocks.service"
@@ -16,7 +17,6 @@ RELEASE_RE = re.compile(r"^#\s*R(?P<major>\d+)\s*\(release\),\s*REVISION:\s*(?P<
 DPKG_VERSION_RE = re.compile(r"^(?:\d+:)?(?P<major>\d+)\.(?P<minor>\d+)(?:\.(?P<patch>\d+))?")
 MODULE_RE = re.compile(r"p\d{4}-\d{4}")
 POWER_MODE_RE = re.compile(r"NV Power Mode\s*:\s*(?P<name>\S+)")
-CPU_RE = re.compile(r"^cpu(?P<cpu>\d+):\s+Online=(?P<online>\d).*?MinFreq=(?P<min>\d+)\s+MaxFreq=(?P<max>\d+)", re.M)
 
 
 def version(text: str) -> tuple[int, ...]:
@@ -54,12 +54,20 @@ def test_board_module_allowed(host: Any, settings: Any) -> None:
 
 
 def test_power_mode(host: Any, settings: Any) -> None:
+    """The status file names the mode AND the hardware runs it (nvpmodel -q --verbose: REAL_VAL against CONF_VAL)."""
     with host.sudo():
-        query = host.run(f"{settings['jetson_power_nvpmodel_binary']} -q")
+        query = host.run(f"{settings['jetson_power_nvpmodel_binary']} -q --verbose")
     assert query.rc == 0, query.stderr
     match = POWER_MODE_RE.search(query.stdout + query.stderr)
     assert match, f"nvpmodel -q printed no power mode: {query.stdout!r}"
     assert match["name"].casefold() == str(settings["jetson_power_mode"]).casefold()
+    assert jetson.nvpmodel_mismatches(jetson.parse_nvpmodel_verbose(query.stdout)) == []
+
+
+def test_nvpmodel_service_did_not_fail(host: Any, settings: Any) -> None:
+    unit = settings["jetson_power_nvpmodel_service"]
+    state = host.run(f"systemctl is-failed {unit}").stdout.strip()
+    assert state != "failed", f"{unit} failed: the board may not run the mode its status file names"
 
 
 @pytest.fixture
@@ -76,12 +84,12 @@ def test_clocks_service_enabled(host: Any, clocks_enabled: bool) -> None:
     assert host.service(CLOCKS_UNIT).is_enabled
 
 
-def test_clocks_service_last_run_succeeded(host: Any, clocks_enabled: bool) -> None:
+def test_clocks_repinned_after_every_nvpmodel_run(host: Any, settings: Any, clocks_enabled: bool) -> None:
     if not clocks_enabled:
-        pytest.skip("jetson_power_clocks_enabled is false (the unit is absent)")
-    show = host.check_output(f"systemctl show -p Result,ActiveState {CLOCKS_UNIT}")
-    state = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
-    assert state == {"ActiveState": "active", "Result": "success"}
+        pytest.skip("jetson_power_clocks_enabled is false (no drop-in)")
+    unit = settings["jetson_power_nvpmodel_service"]
+    post = host.check_output(f"systemctl show -p ExecStartPost {unit}")
+    assert settings["jetson_power_clocks_binary"] in post, f"{unit} does not re-pin the clocks: {post}"
 
 
 def test_clocks_service_fan_option(host: Any, settings: Any, clocks_enabled: bool) -> None:
@@ -92,13 +100,23 @@ def test_clocks_service_fan_option(host: Any, settings: Any, clocks_enabled: boo
     assert ("--fan" in exec_start) == bool(settings["jetson_power_clocks_fan_max"])
 
 
-def test_cpu_clocks_pinned(host: Any, settings: Any, clocks_enabled: bool) -> None:
-    if not clocks_enabled:
-        pytest.skip("jetson_power_clocks_enabled is false: clocks are not pinned at boot")
+def clocks_show(host: Any, settings: Any) -> str:
     with host.sudo():
         show = host.run(f"{settings['jetson_power_clocks_binary']} --show")
     assert show.rc == 0, show.stderr
-    online = [cpu for cpu in CPU_RE.finditer(show.stdout) if cpu["online"] == "1"]
-    assert online, f"jetson_clocks --show lists no online CPU: {show.stdout!r}"
-    unpinned = {f"cpu{cpu['cpu']}": (cpu["min"], cpu["max"]) for cpu in online if cpu["min"] != cpu["max"]}
-    assert not unpinned, f"MinFreq != MaxFreq: {unpinned}"
+    return str(show.stdout)
+
+
+def test_clocks_pinned(host: Any, settings: Any, clocks_enabled: bool) -> None:
+    """What runs, not what the unit says: every online CPU and the GPU at MinFreq == MaxFreq, the EMC locked."""
+    if not clocks_enabled:
+        pytest.skip("jetson_power_clocks_enabled is false: clocks are not pinned at boot")
+    assert jetson.jetson_clocks_unpinned(clocks_show(host, settings)) == []
+
+
+def test_fan_at_full_speed(host: Any, settings: Any, clocks_enabled: bool) -> None:
+    if not (clocks_enabled and settings["jetson_power_clocks_fan_max"]):
+        pytest.skip("jetson_power_clocks_fan_max is false")
+    assert jetson.jetson_clocks_fan_not_max(clocks_show(host, settings)) == []
+    unit = settings["jetson_power_nvfancontrol_service"]
+    assert host.run(f"systemctl is-active {unit}").stdout.strip() != "active", f"{unit} would take the fan back"

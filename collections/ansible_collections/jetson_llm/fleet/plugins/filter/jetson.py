@@ -1,6 +1,6 @@
 # Copyright: jetson-llm-fleet developers
 # Apache License 2.0 (see galaxy.yml)
-"""Filters ``jetson_llm.fleet.jetpack_for_l4t`` and ``jetson_llm.fleet.nvpmodel_mode_names``."""
+"""Filters ``jetson_llm.fleet.jetpack_for_l4t``, ``nvpmodel_mode_names`` and ``cuda_runs_on_driver``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,13 @@ def nvpmodel_mode_names(conf: Any) -> list[str]:
         raise AnsibleFilterError(f"nvpmodel_mode_names: malformed mode entry ({exc})") from exc
 
 
+def cuda_runs_on_driver(image_cuda: Any, driver_cuda: Any) -> bool | None:
+    """True when images built with CUDA ``image_cuda`` run on a driver for ``driver_cuda``; None when unknown."""
+    if not image_cuda or not driver_cuda:
+        return None
+    return jetson.cuda_runs_on_driver(str(image_cuda), str(driver_cuda))
+
+
 class FilterModule:
     """Jetson filters."""
 
@@ -42,4 +49,5 @@ class FilterModule:
         return {
             "jetpack_for_l4t": jetpack_for_l4t,
             "nvpmodel_mode_names": nvpmodel_mode_names,
+            "cuda_runs_on_driver": cuda_runs_on_driver,
         }

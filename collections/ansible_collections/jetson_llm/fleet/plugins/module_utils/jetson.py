@@ -15,24 +15,35 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "CUDA_DRIVER_BY_L4T",
+    "DOCKER_DEFAULT_ROOT",
     "JETPACK_BY_L4T",
     "MODULE_NAMES",
     "UnknownPowerModeError",
+    "cuda_driver_for_l4t",
+    "cuda_runs_on_driver",
     "identify_module",
     "jetpack_for_l4t",
+    "jetson_clocks_fan_not_max",
+    "jetson_clocks_unpinned",
     "mode_by_id",
     "mode_names",
     "mode_summaries",
     "normalize_l4t_version",
+    "nvpmodel_mismatches",
     "output_requests_reboot",
     "parse_cuda_version",
     "parse_docker_daemon_json",
     "parse_dt_strings",
+    "parse_jetson_clocks_pinned",
+    "parse_jetson_clocks_show",
     "parse_l4t_dpkg_version",
     "parse_meminfo_total_mb",
     "parse_nv_tegra_release",
     "parse_nvpmodel_conf",
     "parse_nvpmodel_query",
+    "parse_nvpmodel_verbose",
+    "reboot_reasons",
     "reboot_required",
     "resolve_mode",
 ]
@@ -41,22 +52,40 @@ __all__ = [
 # L4T / JetPack
 # --------------------------------------------------------------------------
 
-#: L4T release -> JetPack release (key the logic on L4T, not on nvidia-jetpack).
+#: L4T release -> JetPack release, after NVIDIA's JetPack / Jetson Linux archive (key the logic on L4T, not on
+#: nvidia-jetpack). Releases not listed map to the line of the nearest listed release below them in the same
+#: L4T major.minor (``jetpack_for_l4t``): 36.5.3 -> "6.2.x", 36.4.5 -> "6.2.x".
 JETPACK_BY_L4T: dict[str, str] = {
-    "36.5.0": "6.2.1",
+    "36.5.0": "6.2.2",
     "36.4.7": "6.2.1",
     "36.4.4": "6.2.1",
     "36.4.3": "6.2",
-    "36.4.2": "6.1.1",
     "36.4.0": "6.1",
     "36.3.0": "6.0",
     "36.2.0": "6.0 DP",
+    "35.6.1": "5.1.5",
     "35.6.0": "5.1.4",
     "35.5.0": "5.1.3",
     "35.4.1": "5.1.2",
     "35.3.1": "5.1.1",
     "35.2.1": "5.1",
     "35.1.0": "5.0.2",
+}
+
+#: Highest CUDA version the L4T driver runs, per L4T major.minor (Jetson has no CUDA minor-version
+#: compatibility without the cuda-compat package): JetPack 6.1/6.2 (36.4, 36.5) ship CUDA 12.6, JetPack 6.0
+#: (36.3) and 6.0 DP (36.2) CUDA 12.2, JetPack 5 (R35) CUDA 11.4.
+CUDA_DRIVER_BY_L4T: dict[str, str] = {
+    "36.5": "12.6",
+    "36.4": "12.6",
+    "36.3": "12.2",
+    "36.2": "12.2",
+    "35.6": "11.4",
+    "35.5": "11.4",
+    "35.4": "11.4",
+    "35.3": "11.4",
+    "35.2": "11.4",
+    "35.1": "11.4",
 }
 
 _RELEASE_HEAD_RE = re.compile(
@@ -125,12 +154,66 @@ def normalize_l4t_version(version: str | None) -> str | None:
     return ".".join(str(int(p)) for p in parts)
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _jetpack_line(jetpack: str) -> str:
+    """``6.2.1`` / ``6.2`` -> ``6.2.x``; ``6.0 DP`` -> ``6.0.x``."""
+    major_minor = jetpack.split()[0].split(".")[:2]
+    return ".".join(major_minor) + ".x"
+
+
 def jetpack_for_l4t(version: str | None) -> str | None:
-    """JetPack release for an L4T version (``36.4.3`` -> ``6.2``), None if unknown."""
+    """JetPack release for an L4T version (``36.4.3`` -> ``6.2``).
+
+    A patch release that is not in JETPACK_BY_L4T gets the line of the nearest listed release below it with the
+    same L4T major.minor (``36.5.2`` -> ``6.2.x``, ``36.4.5`` -> ``6.2.x``); None when there is none.
+    """
     normalized = normalize_l4t_version(version)
     if normalized is None:
         return None
-    return JETPACK_BY_L4T.get(normalized)
+    known = JETPACK_BY_L4T.get(normalized)
+    if known is not None:
+        return known
+    wanted = _version_tuple(normalized)
+    below = [
+        release
+        for release in JETPACK_BY_L4T
+        if _version_tuple(release)[:2] == wanted[:2] and _version_tuple(release) < wanted
+    ]
+    if not below:
+        return None
+    return _jetpack_line(JETPACK_BY_L4T[max(below, key=_version_tuple)])
+
+
+def cuda_driver_for_l4t(version: str | None) -> str | None:
+    """Highest CUDA ``major.minor`` the L4T release's driver runs (``36.3.0`` -> ``12.2``).
+
+    A later minor release of a known major gets at least the driver of the latest known one (``36.6`` -> ``12.6``:
+    drivers only move forward within a major); None for anything else.
+    """
+    normalized = normalize_l4t_version(version)
+    if normalized is None:
+        return None
+    wanted = _version_tuple(normalized)[:2]
+    below = [
+        line for line in CUDA_DRIVER_BY_L4T if _version_tuple(line)[0] == wanted[0] and _version_tuple(line) <= wanted
+    ]
+    return CUDA_DRIVER_BY_L4T[max(below, key=_version_tuple)] if below else None
+
+
+def cuda_runs_on_driver(image_cuda: str | None, driver_cuda: str | None) -> bool | None:
+    """True when an image built with CUDA ``image_cuda`` (``12.6``, ``12.6.68``) runs on a driver that supports
+    ``driver_cuda``: same major and image minor <= driver minor. None when either is unknown."""
+    try:
+        image = _version_tuple(str(image_cuda).strip())[:2]
+        driver = _version_tuple(str(driver_cuda).strip())[:2]
+    except ValueError:
+        return None
+    if len(image) < 2 or len(driver) < 2:
+        return None
+    return image[0] == driver[0] and image[1] <= driver[1]
 
 
 # --------------------------------------------------------------------------
@@ -401,19 +484,177 @@ def mode_by_id(conf: Mapping[str, Any], mode_id: int) -> dict[str, Any] | None:
     return None
 
 
-def reboot_required(conf: Mapping[str, Any], from_id: int, to_id: int) -> bool:
-    """True when switching modes changes the number of online CPU cores.
+#: nvpmodel settings whose change needs a reboot besides the online CPU set: the GPU power-gating masks
+#: (TPC_POWER_GATING TPC_PG_MASK, FBP_POWER_GATING FBP_PG_MASK); the masks are applied by the boot firmware.
+REBOOT_MASK_ARGS = ("TPC_PG_MASK", "FBP_PG_MASK")
 
-    Unknown IDs or modes without CPU_ONLINE lines count as "no change".
+
+def _mask(mode: Mapping[str, Any], arg: str) -> str | None:
+    for args in mode.get("settings", {}).values():
+        if arg in args:
+            return str(args[arg]).strip()
+    return None
+
+
+def reboot_reasons(conf: Mapping[str, Any], from_id: int, to_id: int) -> list[str]:
+    """Why switching modes needs a reboot: the online CPU core count or a GPU power-gating mask changes.
+
+    Unknown IDs, modes without CPU_ONLINE lines and masks only one mode sets count as "no change".
     """
     source = mode_by_id(conf, from_id)
     target = mode_by_id(conf, to_id)
     if source is None or target is None:
-        return False
+        return []
+    reasons = []
     before, after = source.get("cpu_online"), target.get("cpu_online")
-    if before is None or after is None:
-        return False
-    return bool(before != after)
+    if before is not None and after is not None and before != after:
+        reasons.append(f"online CPU cores {before} -> {after}")
+    for arg in REBOOT_MASK_ARGS:
+        old, new = _mask(source, arg), _mask(target, arg)
+        if old is not None and new is not None and old != new:
+            reasons.append(f"{arg} {old} -> {new}")
+    return reasons
+
+
+def reboot_required(conf: Mapping[str, Any], from_id: int, to_id: int) -> bool:
+    """True when switching modes changes the number of online CPU cores or a GPU power-gating mask
+    (TPC_PG_MASK, FBP_PG_MASK): nvpmodel then asks for a reboot.
+
+    Unknown IDs, modes without CPU_ONLINE lines and masks only one mode sets count as "no change".
+    """
+    return bool(reboot_reasons(conf, from_id, to_id))
+
+
+# nvpmodel -q --verbose: `NVPM VERB: PARAM CPU_ONLINE: ARG CORE_4: PATH /sys/...: REAL_VAL: 0 CONF_VAL: 1`
+_VERBOSE_RE = re.compile(
+    r"PARAM\s+(?P<param>[A-Z0-9_]+):\s+ARG\s+(?P<arg>[A-Z0-9_]+):\s+(?:PATH\s+\S*?:\s+)?"
+    r"REAL_VAL:\s*(?P<real>\S+)\s+CONF_VAL:\s*(?P<conf>\S+)"
+)
+_NO_CAP = 2**31 - 1  # CONF_VAL -1 is printed as INT_MAX (or LONG_MAX): no cap
+
+
+def parse_nvpmodel_verbose(output: str | None) -> list[dict[str, str]]:
+    """``nvpmodel -q --verbose`` -> ``[{"param", "arg", "real", "conf"}, ...]``: what each setting of the mode in
+    the status file is on the hardware (REAL_VAL) and in the table (CONF_VAL)."""
+    return [
+        {"param": m.group("param"), "arg": m.group("arg"), "real": m.group("real"), "conf": m.group("conf")}
+        for m in _VERBOSE_RE.finditer(output or "")
+    ]
+
+
+def _as_int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _clock_mismatch(param: str, arg: str, real: int, conf: int) -> str | None:
+    if arg == "MAX_FREQ" and 0 < conf < _NO_CAP and real > conf:
+        return f"{param} MAX_FREQ is {real}, the mode caps it at {conf}"
+    if arg == "MIN_FREQ" and 0 < conf < _NO_CAP and real < conf:
+        return f"{param} MIN_FREQ is {real}, the mode sets {conf}"
+    return None
+
+
+def nvpmodel_mismatches(entries: Iterable[Mapping[str, str]]) -> list[str]:
+    """Settings of ``parse_nvpmodel_verbose`` whose hardware value contradicts the table: an online CPU set
+    that differs, a GPU power-gating mask that differs, a CPU or GPU clock above the mode's cap or below its floor.
+    Other settings (power control, EMC, DLA) are not compared: their REAL_VAL reads back differently by design."""
+    problems = []
+    for entry in entries:
+        param, arg = entry["param"], entry["arg"]
+        real, conf = _as_int(entry["real"]), _as_int(entry["conf"])
+        if real is None or conf is None:
+            continue
+        if param == "CPU_ONLINE" or arg in REBOOT_MASK_ARGS:
+            if real != conf:
+                problems.append(f"{param} {arg} is {real}, the mode sets {conf}")
+        elif param.startswith("CPU") or param == "GPU":
+            problem = _clock_mismatch(param, arg, real, conf)
+            if problem:
+                problems.append(problem)
+    return problems
+
+
+_SHOW_CPU_RE = re.compile(r"^cpu(?P<cpu>\d+):\s+Online=(?P<online>\d)(?P<rest>.*)$")
+_SHOW_FREQ_RE = re.compile(r"MinFreq=(?P<min>\d+)\s+MaxFreq=(?P<max>\d+)(?:\s+CurrentFreq=(?P<cur>\d+))?")
+# R35/R36.3 `FAN Dynamic Speed control=active hwmon2_pwm1=77`; R36.4 `FAN Dynamic Speed Control=kernel
+# hwmon0_pwm1=88`; R36.5 `... Control=nvfancontrol hwmon0_pwm1=60` and `... Control=nvfancontrol hwmon0_pwm1_enable=1`.
+_SHOW_FAN_RE = re.compile(
+    r"^FAN Dynamic Speed [Cc]ontrol=(?P<control>\S+)\s+(?P<hwmon>\w+?)_(?P<node>pwm\d+(?:_enable)?)=(?P<value>\d+)"
+)
+FAN_MAX_PWM = 255
+
+
+def parse_jetson_clocks_show(show: str | None) -> dict[str, Any]:
+    """``jetson_clocks --show`` -> ``{"cpus": {n: {"online", "min", "max"}}, "gpu": {"min", "max"} | None,
+    "emc": {"min", "max", "override"} | None, "fans": [{"control", "hwmon", "node", "value"}], "power_mode"}``."""
+    result: dict[str, Any] = {"cpus": {}, "gpu": None, "emc": None, "fans": [], "power_mode": None}
+    for raw in (show or "").splitlines():
+        line = raw.strip()
+        freqs = _SHOW_FREQ_RE.search(line)
+        cpu = _SHOW_CPU_RE.match(line)
+        fan = _SHOW_FAN_RE.match(line)
+        if cpu:
+            entry: dict[str, Any] = {"online": cpu.group("online") == "1", "min": None, "max": None}
+            if freqs:
+                entry.update(min=int(freqs.group("min")), max=int(freqs.group("max")))
+            result["cpus"][int(cpu.group("cpu"))] = entry
+        elif line.startswith("GPU ") and freqs:
+            result["gpu"] = {"min": int(freqs.group("min")), "max": int(freqs.group("max"))}
+        elif line.startswith("EMC ") and freqs:
+            result["emc"] = {
+                "min": int(freqs.group("min")),
+                "max": int(freqs.group("max")),
+                "override": "FreqOverride=1" in line,
+            }
+        elif fan:
+            result["fans"].append({**fan.groupdict(), "value": int(fan.group("value"))})
+        elif line.startswith("NV Power Mode:"):
+            result["power_mode"] = line.split(":", 1)[1].strip() or None
+    return result
+
+
+def jetson_clocks_unpinned(show: str | None) -> list[str]:
+    """What keeps ``jetson_clocks --show`` from being pinned to the active mode's maxima: every online CPU and
+    the GPU at MinFreq == MaxFreq (nvpmodel sets MaxFreq to the mode's cap, jetson_clocks raises MinFreq to it),
+    the EMC rate locked (FreqOverride=1, or MinFreq == MaxFreq). ``["no online CPU listed"]`` when unreadable."""
+    parsed = parse_jetson_clocks_show(show)
+    online = {n: c for n, c in parsed["cpus"].items() if c["online"] and c["min"] is not None}
+    if not online:
+        return ["no online CPU listed"]
+    problems = [
+        f"cpu{n} MinFreq={c['min']} MaxFreq={c['max']}" for n, c in sorted(online.items()) if c["min"] != c["max"]
+    ]
+    gpu, emc = parsed["gpu"], parsed["emc"]
+    if gpu is not None and gpu["min"] != gpu["max"]:
+        problems.append(f"GPU MinFreq={gpu['min']} MaxFreq={gpu['max']}")
+    if emc is not None and not emc["override"] and emc["min"] != emc["max"]:
+        problems.append(f"EMC MinFreq={emc['min']} MaxFreq={emc['max']} FreqOverride=0")
+    return problems
+
+
+def jetson_clocks_fan_not_max(show: str | None) -> list[str]:
+    """What keeps the fan from running at full speed in ``jetson_clocks --show``: a PWM below 255 or a dynamic
+    controller (nvfancontrol) still in charge. ``["no fan listed"]`` when the output names no fan."""
+    fans = parse_jetson_clocks_show(show)["fans"]
+    pwm = [fan for fan in fans if not fan["node"].endswith("_enable")]
+    if not pwm:
+        return ["no fan listed"]
+    problems = [f"{fan['hwmon']}_{fan['node']}={fan['value']}" for fan in pwm if fan["value"] < FAN_MAX_PWM]
+    if any(fan["control"] in ("nvfancontrol", "active") for fan in fans):
+        problems.append("nvfancontrol controls the fan")
+    return problems
+
+
+def parse_jetson_clocks_pinned(show: str | None) -> bool | None:
+    """``jetson_clocks --show`` -> True when every online CPU and the GPU run at MinFreq == MaxFreq and the EMC
+    rate is locked (FreqOverride=1, or MinFreq == MaxFreq); None when the output lists no CPU (not readable)."""
+    problems = jetson_clocks_unpinned(show)
+    if problems == ["no online CPU listed"]:
+        return None
+    return not problems
 
 
 def output_requests_reboot(output: str | None) -> bool:
@@ -450,13 +691,17 @@ def parse_cuda_version(version_json_text: str | None, version_txt: str | None) -
 
 
 def parse_meminfo_total_mb(text: str | None) -> int | None:
-    """``MemTotal:  15655140 kB`` in /proc/meminfo -> MiB (15288)."""
+    """``MemTotal:  16031744 kB`` in /proc/meminfo -> MiB (15656, what an Orin NX 16GB on JetPack 6 reports)."""
     match = re.search(r"^MemTotal:\s*(\d+)\s*kB", text or "", re.MULTILINE)
     return int(match.group(1)) // 1024 if match else None
 
 
+DOCKER_DEFAULT_ROOT = "/var/lib/docker"
+
+
 def parse_docker_daemon_json(text: str | None) -> dict[str, Any]:
-    """``{"runtimes": [names], "default_runtime": str | None}`` from /etc/docker/daemon.json."""
+    """``{"runtimes": [names], "default_runtime": str | None, "data_root": str | None}`` from
+    /etc/docker/daemon.json (``data-root``, or the older ``graph`` key; None when neither is set)."""
     try:
         data = json.loads(text) if text else {}
     except ValueError:
@@ -465,7 +710,9 @@ def parse_docker_daemon_json(text: str | None) -> dict[str, Any]:
         data = {}
     runtimes = data.get("runtimes")
     default = data.get("default-runtime")
+    root = data.get("data-root") or data.get("graph")
     return {
         "runtimes": sorted(str(key) for key in runtimes) if isinstance(runtimes, dict) else [],
         "default_runtime": str(default) if default else None,
+        "data_root": str(root) if isinstance(root, str) and root.startswith("/") else None,
     }

@@ -40,16 +40,29 @@ options:
     description:
       - Paths whose free space is reported. A path that does not exist yet is measured on its nearest
         existing ancestor.
+      - O(docker_root) and paths under it are measured on Docker's real data root instead (see RV(jetson.docker)),
+        which sites often move to an SSD with C(data-root) in C(daemon.json).
     type: list
     elements: path
     default: []
+  docker_root:
+    description:
+      - The path in O(disk_paths) that stands for Docker's data, whatever C(data-root) says.
+    type: path
+    default: /var/lib/docker
+  docker_daemon_json:
+    description: Docker's daemon configuration.
+    type: path
+    default: /etc/docker/daemon.json
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
 notes:
-  - C(memtotal_mb) is read from C(/proc/meminfo), Docker runtimes from C(/etc/docker/daemon.json).
+  - C(memtotal_mb) is read from C(/proc/meminfo), Docker runtimes from O(docker_daemon_json).
+  - Docker's data root is what the running daemon reports (C(docker info --format {{.DockerRootDir}})), else
+    C(data-root) (or the older C(graph)) in O(docker_daemon_json), else C(/var/lib/docker).
 """
 
 EXAMPLES = r"""
@@ -135,18 +148,26 @@ jetson:
       description: CUDA toolkit version from C(cuda_dir), null when not installed.
       type: str
       sample: 12.6.68
+    cuda_driver:
+      description:
+        - Highest CUDA C(major.minor) the L4T release's driver runs (36.4 and 36.5 - 12.6, 36.3 - 12.2, R35 - 11.4),
+          null when the release is unknown. Jetson has no CUDA minor-version compatibility.
+      type: str
+      sample: "12.6"
     nvpmodel:
       description:
         - Parsed nvpmodel configuration, null when missing or unparsable.
         - C(modes) is a list of C(id), C(name), C(cpu_online) and C(settings) (PARAM -> ARG -> value strings);
-          C(default) is the PM_CONFIG default ID; C(conf_path) is the file after resolving symlinks.
+          C(default) is the PM_CONFIG default ID; C(conf_path) is the file after resolving symlinks;
+          C(tables) lists the C(*.conf) files next to it (the tables the board could use).
       type: dict
       sample: {"modes": [{"id": 0, "name": "MAXN_SUPER", "cpu_online": 8, "settings": {}}],
-               "default": 2, "conf_path": /etc/nvpmodel/nvpmodel_p3767_0000_super.conf}
+               "default": 2, "conf_path": /etc/nvpmodel/nvpmodel_p3767_0000_super.conf,
+               "tables": [/etc/nvpmodel/nvpmodel_p3767_0000.conf, /etc/nvpmodel/nvpmodel_p3767_0000_super.conf]}
     memtotal_mb:
-      description: Total memory in MiB.
+      description: Total memory in MiB (an Orin NX 16GB on JetPack 6 reports 15656).
       type: int
-      sample: 15288
+      sample: 15656
     disk_free_mb:
       description: Free MiB (for unprivileged users) per requested path.
       type: dict
@@ -174,6 +195,14 @@ jetson:
         nvidia_ctk:
           description: C(nvidia-ctk) is on PATH.
           type: bool
+        data_root:
+          description: Docker's data root (where images and containers go).
+          type: str
+          sample: /mnt/ssd/docker
+        data_root_source:
+          description: Where RV(jetson.docker.data_root) came from, V(docker info), V(daemon.json) or V(default).
+          type: str
+          sample: docker info
 """
 
 
@@ -183,6 +212,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.jetson_llm.fleet.plugins.module_utils.jetson import (
+    DOCKER_DEFAULT_ROOT,
+    cuda_driver_for_l4t,
     identify_module,
     jetpack_for_l4t,
     parse_cuda_version,
@@ -195,7 +226,6 @@ from ansible_collections.jetson_llm.fleet.plugins.module_utils.jetson import (
 )
 
 MEMINFO = "/proc/meminfo"
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 MIB = 1024 * 1024
 
 
@@ -269,6 +299,12 @@ def gather_nvpmodel(module: AnsibleModule, conf_path: str) -> dict[str, Any] | N
         module.warn(f"cannot parse {conf_path}: {exc}")
         return None
     conf["conf_path"] = os.path.realpath(conf_path)
+    folder = os.path.dirname(conf["conf_path"])
+    try:
+        names = sorted(name for name in os.listdir(folder) if name.endswith(".conf"))
+    except OSError:
+        names = []
+    conf["tables"] = [os.path.join(folder, name) for name in names]
     return conf
 
 
@@ -282,11 +318,22 @@ def nearest_existing(path: str) -> str:
     return current
 
 
-def gather_disks(paths: list[str]) -> tuple[dict[str, int | None], dict[str, str]]:
+def redirect(path: str, docker_root: str, data_root: str) -> str:
+    """``path`` with the ``docker_root`` prefix replaced by Docker's real data root."""
+    alias, real = os.path.abspath(docker_root), os.path.abspath(data_root)
+    current = os.path.abspath(path)
+    if current == alias:
+        return real
+    if current.startswith(alias + os.sep):
+        return real + current[len(alias) :]
+    return current
+
+
+def gather_disks(paths: list[str], docker_root: str, data_root: str) -> tuple[dict[str, int | None], dict[str, str]]:
     free: dict[str, int | None] = {}
     checked: dict[str, str] = {}
     for path in paths:
-        existing = nearest_existing(path)
+        existing = nearest_existing(redirect(path, docker_root, data_root))
         checked[path] = existing
         try:
             stat = os.statvfs(existing)
@@ -297,13 +344,31 @@ def gather_disks(paths: list[str]) -> tuple[dict[str, int | None], dict[str, str
     return free, checked
 
 
-def gather_docker(module: AnsibleModule) -> dict[str, Any]:
-    daemon = parse_docker_daemon_json(read_text(DOCKER_DAEMON_JSON))
+def docker_data_root(module: AnsibleModule, docker: str | None, daemon_json: str | None) -> tuple[str, str]:
+    """(data root, source): the running daemon's, else daemon.json's data-root, else the default."""
+    if docker:
+        rc, out, _err = module.run_command([docker, "info", "--format", "{{.DockerRootDir}}"])
+        root = out.strip()
+        if rc == 0 and root.startswith("/"):
+            return root, "docker info"
+    configured = parse_docker_daemon_json(daemon_json)["data_root"]
+    if configured:
+        return configured, "daemon.json"
+    return DOCKER_DEFAULT_ROOT, "default"
+
+
+def gather_docker(module: AnsibleModule, daemon_json_path: str) -> dict[str, Any]:
+    text = read_text(daemon_json_path)
+    daemon = parse_docker_daemon_json(text)
+    docker = module.get_bin_path("docker")
+    root, source = docker_data_root(module, docker, text)
     return {
-        "present": module.get_bin_path("docker") is not None,
+        "present": docker is not None,
         "runtimes": daemon["runtimes"],
         "default_runtime": daemon["default_runtime"],
         "nvidia_ctk": module.get_bin_path("nvidia-ctk") is not None,
+        "data_root": root,
+        "data_root_source": source,
     }
 
 
@@ -311,7 +376,8 @@ def gather(module: AnsibleModule) -> dict[str, Any]:
     params = module.params
     l4t = gather_l4t(module, params["release_file"])
     device_tree = gather_device_tree(params["device_tree_dir"])
-    disk_free, disk_checked = gather_disks(params["disk_paths"] or [])
+    docker = gather_docker(module, params["docker_daemon_json"])
+    disk_free, disk_checked = gather_disks(params["disk_paths"] or [], params["docker_root"], docker["data_root"])
     tegra = device_tree["soc"] is not None and str(device_tree["soc"]).startswith("tegra")
     facts: dict[str, Any] = {
         "is_jetson": l4t is not None or tegra,
@@ -319,11 +385,12 @@ def gather(module: AnsibleModule) -> dict[str, Any]:
         "l4t": l4t,
         "jetpack": jetpack_for_l4t(l4t["version"]) if l4t else None,
         "cuda": gather_cuda(params["cuda_dir"]),
+        "cuda_driver": cuda_driver_for_l4t(l4t["version"]) if l4t else None,
         "nvpmodel": gather_nvpmodel(module, params["nvpmodel_conf"]),
         "memtotal_mb": parse_meminfo_total_mb(read_text(MEMINFO)),
         "disk_free_mb": disk_free,
         "disk_checked_path": disk_checked,
-        "docker": gather_docker(module),
+        "docker": docker,
     }
     facts.update(device_tree)
     return facts
@@ -337,6 +404,8 @@ def main() -> None:
             "cuda_dir": {"type": "path", "default": "/usr/local/cuda"},
             "nvpmodel_conf": {"type": "path", "default": "/etc/nvpmodel.conf"},
             "disk_paths": {"type": "list", "elements": "path", "default": []},
+            "docker_root": {"type": "path", "default": "/var/lib/docker"},
+            "docker_daemon_json": {"type": "path", "default": "/etc/docker/daemon.json"},
         },
         supports_check_mode=True,
     )

@@ -18,6 +18,12 @@ description:
     answers C(no) on stdin, so nothing hangs and the board is not rebooted; it then returns
     RV(reboot_required=true) with RV(ignore:changed=false) (the mode did not change yet) and the caller
     reboots and confirms the mode.
+  - C(nvpmodel -q) reports the mode of its status file (C(/var/lib/nvpmodel/status)), not what the hardware runs.
+    A board whose C(nvpmodel.service) failed at boot keeps a status naming one mode while the CPUs, GPU and
+    power-gating masks are those of another. The module therefore also reads C(nvpmodel -q --verbose) (REAL_VAL against
+    CONF_VAL per setting) and C(systemctl is-failed) of O(service); the mode counts as set only when the status
+    names the target, the hardware matches its table entry and the service did not fail. Otherwise it applies the
+    mode again with C(nvpmodel -m ID).
   - Every C(nvpmodel) call is bounded by O(timeout).
 author:
   - jetson-llm-fleet developers
@@ -40,10 +46,18 @@ options:
     description: Seconds after which a single C(nvpmodel) call is killed and the module fails.
     type: int
     default: 60
+  service:
+    description:
+      - systemd unit that applies the mode at boot; its failed state is reported in RV(service_failed) and makes
+        the mode count as not set. Empty to skip the check (no systemd).
+    type: str
+    default: nvpmodel.service
 attributes:
   check_mode:
     support: full
-    details: Reports the change and predicts RV(reboot_required) from the online CPU core counts in O(conf).
+    details:
+      - Reports the change and predicts RV(reboot_required) from O(conf) (online CPU core counts and the GPU
+        power-gating masks TPC_PG_MASK, FBP_PG_MASK of the two modes, or the hardware's mismatches).
   diff_mode:
     support: none
 notes:
@@ -90,8 +104,8 @@ target:
 reboot_required:
   description:
     - True when C(nvpmodel) asked for a reboot to apply the mode (the prompt was declined and the mode is
-      unchanged), or in check mode when the online CPU core count would change (then with
-      RV(ignore:changed=true)).
+      unchanged), or in check mode when the online CPU core count or a GPU power-gating mask would change (then
+      with RV(ignore:changed=true)).
   returned: success
   type: bool
   sample: false
@@ -101,6 +115,30 @@ modes:
   type: list
   elements: dict
   sample: [{"id": 0, "name": "MAXN_SUPER", "cpu_online": 8}, {"id": 1, "name": "10W", "cpu_online": 4}]
+applied:
+  description:
+    - Whether the hardware matched the table entry of the mode the status names, before any change (from
+      C(nvpmodel -q --verbose)); null when nvpmodel printed no settings.
+  returned: success
+  type: bool
+  sample: true
+mismatches:
+  description: Settings whose hardware value contradicted the table, before any change.
+  returned: success
+  type: list
+  elements: str
+  sample: ["CPU_ONLINE CORE_4 is 0, the mode sets 1"]
+service_failed:
+  description: O(service) was in the failed state before any change; null when not checked.
+  returned: success
+  type: bool
+  sample: false
+reboot_reasons:
+  description: Why the switch needs a reboot (core count, TPC_PG_MASK, FBP_PG_MASK), as predicted from O(conf).
+  returned: success
+  type: list
+  elements: str
+  sample: ["online CPU cores 4 -> 8"]
 stdout:
   description: Standard output of the last C(nvpmodel) call.
   returned: always
@@ -120,10 +158,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.jetson_llm.fleet.plugins.module_utils.jetson import (
     UnknownPowerModeError,
     mode_summaries,
+    nvpmodel_mismatches,
     output_requests_reboot,
     parse_nvpmodel_conf,
     parse_nvpmodel_query,
-    reboot_required,
+    parse_nvpmodel_verbose,
+    reboot_reasons,
     resolve_mode,
 )
 from ansible_collections.jetson_llm.fleet.plugins.module_utils.result import fail
@@ -173,6 +213,26 @@ class Runner:
             return parse_nvpmodel_query(self.stdout + "\n" + self.stderr)
         except ValueError as exc:
             self.fail(str(exc))
+
+    def hardware_mismatches(self) -> tuple[bool | None, list[str]]:
+        """(applied, mismatches) from `nvpmodel -q --verbose`; (None, []) when it lists no settings."""
+        stdout, stderr = self.stdout, self.stderr
+        rc = self.run("-q", "--verbose")
+        entries = parse_nvpmodel_verbose(self.stdout + "\n" + self.stderr) if rc == 0 else []
+        self.stdout, self.stderr = stdout, stderr
+        if not entries:
+            return None, []
+        mismatches = nvpmodel_mismatches(entries)
+        return not mismatches, mismatches
+
+
+def service_failed(module: AnsibleModule, unit: str) -> bool | None:
+    """`systemctl is-failed UNIT`: True when failed, None without systemctl or without a unit to check."""
+    systemctl = module.get_bin_path("systemctl") if unit else None
+    if not systemctl:
+        return None
+    rc, _out, _err = module.run_command([systemctl, "is-failed", "--quiet", unit])
+    return rc == 0
 
 
 def _as_text(data: bytes | str | None) -> str:
@@ -225,12 +285,25 @@ def apply_mode(runner: Runner, target: dict[str, Any]) -> tuple[dict[str, Any], 
             f"nvpmodel still reports {current['name']} ({current['id']}) after switching to "
             f"{target['name']} ({target['id']})"
         )
+    if not reboot:
+        applied, mismatches = runner.hardware_mismatches()
+        if applied is False:
+            runner.fail(
+                f"nvpmodel -m {target['id']} reported success, but the hardware does not run "
+                f"{target['name']}: {'; '.join(mismatches)}",
+                mismatches=mismatches,
+            )
     return current, reboot
 
 
-def predict(conf: dict[str, Any], previous: dict[str, Any], target: dict[str, Any]) -> tuple[dict, bool]:
+def predict(
+    conf: dict[str, Any], previous: dict[str, Any], target: dict[str, Any], mismatches: list[str]
+) -> tuple[dict, bool]:
     """Check mode: (mode expected afterwards, reboot required)."""
-    reboot = reboot_required(conf, previous["id"], target["id"])
+    if previous["id"] == target["id"]:  # re-applying the same mode: a reboot when the hardware's core set differs
+        reboot = any(problem.startswith("CPU_ONLINE") or "_PG_MASK" in problem for problem in mismatches)
+    else:
+        reboot = bool(reboot_reasons(conf, previous["id"], target["id"]))
     current = previous if reboot else {"id": target["id"], "name": target["name"]}
     return current, reboot
 
@@ -242,6 +315,7 @@ def main() -> None:
             "conf": {"type": "path", "default": "/etc/nvpmodel.conf"},
             "binary": {"type": "str", "default": "nvpmodel"},
             "timeout": {"type": "int", "default": 60},
+            "service": {"type": "str", "default": "nvpmodel.service"},
         },
         supports_check_mode=True,
     )
@@ -251,11 +325,14 @@ def main() -> None:
     binary = module.get_bin_path(params["binary"], required=True, opt_dirs=BIN_DIRS)
     runner = Runner(module, binary, params["timeout"])
     previous = runner.query()
+    applied, mismatches = runner.hardware_mismatches()
+    failed_unit = service_failed(module, params["service"])
+    reasons = reboot_reasons(conf, previous["id"], target["id"])
 
-    if previous["id"] == target["id"]:
+    if previous["id"] == target["id"] and applied is not False and not failed_unit:
         current, reboot, changed = previous, False, False
     elif module.check_mode:
-        current, reboot = predict(conf, previous, target)
+        current, reboot = predict(conf, previous, target, mismatches)
         changed = True
     else:
         current, reboot = apply_mode(runner, target)
@@ -266,6 +343,10 @@ def main() -> None:
         current=current,
         target=target,
         reboot_required=reboot,
+        reboot_reasons=reasons,
+        applied=applied,
+        mismatches=mismatches,
+        service_failed=failed_unit,
         modes=mode_summaries(conf),
         stdout=runner.stdout,
         stderr=runner.stderr,

@@ -13,7 +13,10 @@ State files (paths relative to the root):
     {"version": 1, "mode_id", "mode_name", "conf", "online_cpus": [0, 1, ...],
      "cpus": [{"cpu", "online", "governor", "min_khz", "max_khz", "cur_khz", "idle_disabled"}, ...],
      "gpu": {"min_hz", "max_hz", "cur_hz"}, "emc": {"min_hz", "max_hz", "cur_hz", "override"},
+     "tpc_pg_mask": int | None, "fbp_pg_mask": int | None,
      "pinned": bool, "fan_max": bool, "fan_pwm": int, "updated_by": str}
+  mode_id / mode_name are null in the kernel's boot state (nvpmodel applied nothing: every core online, full ranges).
+- /run/jetsim/nvfancontrol.pid  pid of the running nvfancontrol emulator (its "unit is active")
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 HOST_JSON = "/etc/jetsim/host.json"
 RUN_DIR = "/run/jetsim"
 CLOCKS_JSON = "/run/jetsim/clocks.json"
+NVFANCONTROL_PID = "/run/jetsim/nvfancontrol.pid"
 NVPMODEL_STATUS = "/var/lib/nvpmodel/status"
 NVPMODEL_CONF = "/etc/nvpmodel.conf"
 DEVICE_TREE_DIR = "/sys/firmware/devicetree/base"
@@ -322,6 +326,10 @@ def mode_state(conf: Conf, mode: Mode, hw: dict[str, Any], updated_by: str) -> d
                 gpu["max_hz"] = _cap_max(value, gpu_table)
         elif param_name == "EMC" and arg == "MAX_FREQ":
             emc_max = _cap_max(value, emc_table)
+    masks = {"tpc_pg_mask": None, "fbp_pg_mask": None}
+    for _param, arg, raw in mode.settings:
+        if arg in ("TPC_PG_MASK", "FBP_PG_MASK") and raw.strip().isdigit():
+            masks[arg.lower()] = int(raw)
     cpus = []
     for n in range(cores):
         low, high = min(cpu_min[n], cpu_max[n]), cpu_max[n]
@@ -346,6 +354,39 @@ def mode_state(conf: Conf, mode: Mode, hw: dict[str, Any], updated_by: str) -> d
         "cpus": cpus,
         "gpu": {**gpu, "cur_hz": gpu["min_hz"]},
         "emc": {"min_hz": emc_table[0], "max_hz": emc_max, "cur_hz": emc_max, "override": False},
+        **masks,
+        "pinned": False,
+        "fan_max": False,
+        "fan_pwm": int(hw["fan_pwm_idle"]),
+        "updated_by": updated_by,
+    }
+
+
+def kernel_state(hw: dict[str, Any], persisted: Mode, updated_by: str) -> dict[str, Any]:
+    """What the hardware runs when nvpmodel applied nothing this boot: every core online at the kernel's full
+    cpufreq range, the GPU and EMC unrestricted; the GPU power-gating masks are the persisted mode's (the boot
+    firmware applies them)."""
+    masks = {"tpc_pg_mask": None, "fbp_pg_mask": None}
+    for _param, arg, raw in persisted.settings:
+        if arg in ("TPC_PG_MASK", "FBP_PG_MASK") and raw.strip().isdigit():
+            masks[arg.lower()] = int(raw)
+    cores = int(hw["cpu_cores"])
+    cpu_table, gpu_table, emc_table = hw["cpu_freqs_khz"], hw["gpu_freqs_hz"], hw["emc_freqs_hz"]
+    cpus = [
+        {"cpu": n, "online": True, "governor": "schedutil", "min_khz": cpu_table[0], "max_khz": cpu_table[-1],
+         "cur_khz": cpu_table[0], "idle_disabled": False}
+        for n in range(cores)
+    ]  # fmt: skip
+    return {
+        "version": 1,
+        "mode_id": None,
+        "mode_name": None,
+        "conf": None,
+        "online_cpus": list(range(cores)),
+        "cpus": cpus,
+        "gpu": {"min_hz": gpu_table[0], "max_hz": gpu_table[-1], "cur_hz": gpu_table[0]},
+        "emc": {"min_hz": emc_table[0], "max_hz": emc_table[-1], "cur_hz": emc_table[-1], "override": False},
+        **masks,
         "pinned": False,
         "fan_max": False,
         "fan_pwm": int(hw["fan_pwm_idle"]),
@@ -395,6 +436,30 @@ def persisted_mode(conf: Conf) -> Mode:
 def current_state(conf: Conf, hw: dict[str, Any]) -> dict[str, Any]:
     """The applied runtime state, or what nvpmodel would apply at boot if nothing was applied yet."""
     return read_state() or mode_state(conf, persisted_mode(conf), hw, "not applied yet")
+
+
+def nvfancontrol_pid() -> int | None:
+    """pid of the running nvfancontrol emulator, None when it is not running."""
+    try:
+        pid = int(at(NVFANCONTROL_PID).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def l4t_release(host: dict[str, Any] | None) -> tuple[int, ...]:
+    """The emulated L4T release as a tuple ((36, 4, 3) without host.json)."""
+    text = str(((host or {}).get("l4t") or {}).get("release") or "36.4.3")
+    try:
+        return tuple(int(part) for part in text.split("."))
+    except ValueError:
+        return (36, 4, 3)
 
 
 def cpu_ranges(cpus: list[int]) -> str:
