@@ -119,7 +119,8 @@ def _flat(result: PlayResult) -> str:
 
 
 def _file_gets(hub: Any, repo_id: str = REPO_ID) -> int:
-    return sum(1 for r in hub.matching("GET", f"/{repo_id}/resolve/") if r.path.endswith("/" + FILE))
+    """Downloads of the file: like huggingface.co, the hub redirects them to a second host (HubSim's CDN)."""
+    return sum(1 for r in hub.matching("GET", f"/lfs/{repo_id}/") if FILE in r.query)
 
 
 def test_first_run_fetches_once_and_distributes(env: Env) -> None:
@@ -218,8 +219,11 @@ def test_gated_repo_with_token_upgrades_and_never_shows_the_token(env: Env) -> N
 
     _assert_ok(result, env.fleet.hosts)
     assert TOKEN not in result.output
-    gets = [r for r in env.hub.matching("GET", f"/{GATED}/resolve/") if r.path.endswith(FILE)]
-    assert len(gets) == 1 and gets[0].has_auth and gets[0].status == 200, list(env.hub.summary())
+    heads = [r for r in env.hub.matching("HEAD", f"/{GATED}/resolve/") if r.path.endswith(FILE)]
+    gets = env.hub.matching("GET", f"/lfs/{GATED}/")
+    assert len(heads) == 1 and heads[0].has_auth and heads[0].status == 302, list(env.hub.summary())
+    # the download follows the redirect to the second host without the token
+    assert len(gets) == 1 and not gets[0].has_auth and gets[0].status == 200, list(env.hub.summary())
     new, old = env.sha("B"), env.sha("A")
     for host in env.fleet.hosts:
         assert env.current(host) == (f"{new}/{FILE}", new), host
@@ -291,7 +295,10 @@ def test_devices_download_themselves_and_old_stores_are_pruned(env: Env) -> None
     assert TOKEN not in result.output
     gets = [r for r in env.hub.matching("GET", f"/{REPO_ID}/resolve/{'f' * 40}/") if r.path.endswith(FILE)]
     assert len(gets) == len(env.fleet.hosts), list(env.hub.summary())  # one per device, none by the controller
-    assert all(r.has_auth and r.status == 200 for r in gets)
+    # get_url sends the token to the hub, which redirects to the second host; the token does not follow
+    assert all(r.has_auth and r.status == 302 for r in gets)
+    cdn = env.hub.matching("GET", f"/lfs/{REPO_ID}/{env.sha('F')}")
+    assert len(cdn) == len(env.fleet.hosts) and all(not r.has_auth and r.status == 200 for r in cdn), cdn
     assert not (env.cache / env.sha("F")).exists()
     new = env.sha("F")
     for host in env.fleet.hosts:

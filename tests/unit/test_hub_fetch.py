@@ -96,11 +96,13 @@ def test_first_fetch_downloads_once_and_stores_by_content(
     assert read_record(str(record)) == digest
     assert leftovers(cache) == []
     assert sorted(os.listdir(cache / digest)) == [FILE, f"{FILE}.sha256"]
-    # one metadata request, one HEAD, one GET of the file, pinned to the resolved commit
+    # one metadata request, one HEAD (302 to the second host, as huggingface.co answers), one GET of the file
+    # there, pinned to the resolved commit
     commit = hub.commit_of(REPO_ID)
     assert hub.count("GET", f"/api/models/{REPO_ID}/revision/main") == 1
-    assert hub.count("HEAD", f"/{REPO_ID}/resolve/{commit}/{FILE}") == 1
-    assert hub.count("GET", f"/{REPO_ID}/resolve/{commit}/{FILE}") == 1
+    (head,) = hub.matching("HEAD", f"/{REPO_ID}/resolve/{commit}/{FILE}")
+    (get,) = hub.matching("GET", f"/lfs/{REPO_ID}/{digest}")
+    assert (head.status, get.host, get.status) == (302, "cdn", 200)
     assert hub.count() == 3
 
 
@@ -280,7 +282,7 @@ def test_resumed_download_is_verified(
     hub.set_fault(REPO_ID, FILE, "short", times=1)
     result = fetch(hub, cache, capsys, monkeypatch)
     assert result["changed"] is True and result["sha256"] == sha(model_bytes)
-    gets = hub.matching("GET", f"/{REPO_ID}/resolve/")
+    gets = hub.matching("GET", f"/lfs/{REPO_ID}/")
     assert [(g.status, g.fault) for g in gets] == [(200, "short"), (206, None)]
 
 
@@ -303,7 +305,9 @@ def test_gated_with_token_never_shows_it(
     result = fetch(hub, cache, capsys, monkeypatch, repo_id=GATED, token=TOKEN)
     assert result["changed"] is True and result["sha256"] == sha(model_bytes)
     assert TOKEN not in json.dumps(result)
-    assert all(entry.has_auth for entry in hub.requests)
+    # the token goes to the hub, never to the host the download is redirected to
+    assert all(entry.has_auth for entry in hub.requests if entry.host == "hub")
+    assert [(e.host, e.status, e.has_auth) for e in hub.requests if e.host == "cdn"] == [("cdn", 200, False)]
     wrong = fetch(hub, cache / "w", capsys, monkeypatch, repo_id=GATED, token="hf_wrong_token_123456")
     assert wrong["failed"] is True and "rejected the token" in wrong["msg"]
     assert "hf_wrong_token_123456" not in json.dumps(wrong)
@@ -369,3 +373,56 @@ def test_unreachable_hub(cache: Path, capsys: Any, monkeypatch: pytest.MonkeyPat
     result = runner.run_module(hf_model_fetch.main, params, capsys, monkeypatch)
     assert result["failed"] is True
     assert "cannot read the metadata" in result["msg"] and "ConnectError" in result["msg"]
+
+
+# --- the real Hub's ways: Xet, offline runs, mirrors, split files (issue 17.15-17.17, 17.14) ------------------
+
+
+def test_xet_repositories_download_over_plain_https(
+    hub: Any, cache: Path, model_bytes: bytes, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The resolve answers carry X-Xet-* like huggingface.co for a Xet-backed repo and hf_xet is installed: with Xet
+    # on, huggingface_hub would call the refresh route and talk to Xet hosts; the module stays on HTTP.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    hub.xet = True
+    result = fetch(hub, cache, capsys, monkeypatch, token=TOKEN)
+    assert result.get("failed") is not True, result
+    assert result["sha256"] == sha(model_bytes)
+    assert hub.count(prefix=f"/api/models/{REPO_ID}/xet-read-token/") == 0, list(hub.summary())
+    assert [(e.host, e.method, e.has_auth) for e in hub.requests if e.host == "cdn"] == [("cdn", "GET", False)]
+
+
+def test_offline_without_a_pin_says_what_the_store_holds(
+    hub: Any, cache: Path, model_bytes: bytes, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert fetch(hub, cache, capsys, monkeypatch)["changed"] is True
+    hub.clear_log()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    result = fetch(hub, cache, capsys, monkeypatch)
+    assert result["failed"] is True
+    assert "is not in" not in result["msg"]  # it is in the store: the old message said it was not
+    assert f"holds {FILE} with sha256 {sha(model_bytes)}: pin it (hf_model_sha256)" in result["msg"]
+    assert hub.count() == 0
+    pinned = fetch(hub, cache, capsys, monkeypatch, sha256=sha(model_bytes))
+    assert pinned.get("failed") is not True and pinned["changed"] is False and hub.count() == 0
+    empty = fetch(hub, cache / "empty", capsys, monkeypatch)
+    assert empty["failed"] is True and "holds no copy of" in empty["msg"]
+
+
+def test_a_mirror_without_the_metadata_route_is_named(
+    hub: Any, cache: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = fetch(hub, cache, capsys, monkeypatch, endpoint=hub.endpoint + "/resolve-only")
+    assert result["failed"] is True
+    assert "a mirror must serve the Hub's metadata route" in result["msg"], result["msg"]
+    assert f"/api/models/{REPO_ID}/revision/<revision>?blobs=true" in result["msg"]
+
+
+def test_split_gguf_is_refused_before_any_request(
+    hub: Any, cache: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "Qwen2.5-72B-Instruct-Q4_K_M-00001-of-00012.gguf"
+    result = fetch(hub, cache, capsys, monkeypatch, filename=name)
+    assert result["failed"] is True
+    assert "shard 1 of a split GGUF (12 files)" in result["msg"] and "llama-gguf-split --merge" in result["msg"]
+    assert hub.count() == 0

@@ -44,10 +44,20 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield sim
 
 
-def raw(hub: Any, path: str, method: str = "GET", **headers: str) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(hub.endpoint + path, method=method, headers=headers)
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def raw(
+    hub: Any, path: str, method: str = "GET", *, follow: bool = True, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    """One request; ``follow`` takes redirects as urllib does (headers, Authorization included, go along)."""
+    url = path if path.startswith("http") else hub.endpoint + path
+    request = urllib.request.Request(url, method=method, headers=headers)
+    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(_NoRedirect)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with opener.open(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
@@ -67,16 +77,21 @@ def download(
 
 def test_head_headers_as_the_client_needs_them(hub: Any) -> None:
     commit = hub.commit_of(REPO_ID)
-    status, headers, body = raw(hub, f"/{REPO_ID}/resolve/main/{FILE}", method="HEAD")
-    assert status == 200 and body == b""
-    assert headers["X-Repo-Commit"] == commit
-    assert headers["ETag"] == f'"{SHA}"'
-    assert headers["X-Linked-Etag"] == f'"{SHA}"'
-    assert headers["X-Linked-Size"] == headers["Content-Length"] == str(len(DATA))
-    assert headers["Accept-Ranges"] == "bytes"
-    assert not [name for name in headers if name.lower().startswith("x-xet")]
+    for method in ("HEAD", "GET"):  # an LFS file: 302 to the second host, the metadata on the redirect
+        status, headers, body = raw(hub, f"/{REPO_ID}/resolve/main/{FILE}", method=method, follow=False)
+        assert status == 302 and body == b""
+        assert headers["Location"].startswith(f"{hub.cdn_endpoint}/lfs/{REPO_ID}/{SHA}?")
+        assert hub.cdn_endpoint != hub.endpoint
+        assert headers["X-Repo-Commit"] == commit
+        assert headers["ETag"] == f'"{SHA}"'
+        assert headers["X-Linked-Etag"] == f'"{SHA}"'
+        assert headers["X-Linked-Size"] == str(len(DATA)) and headers["Content-Length"] == "0"
+        assert not [name for name in headers if name.lower().startswith("x-xet")]
+    status, headers, _ = raw(hub, headers["Location"], method="HEAD")
+    assert (status, headers["Content-Length"], headers["Accept-Ranges"]) == (200, str(len(DATA)), "bytes")
     meta = get_hf_file_metadata(hf_hub_url(REPO_ID, FILE, endpoint=hub.endpoint), token=False)
     assert (meta.commit_hash, meta.etag, meta.size, meta.xet_file_data) == (commit, SHA, len(DATA), None)
+    assert meta.location.startswith(hub.cdn_endpoint)  # the client does not follow a redirect to another host
     # a file outside LFS: ETag is the git blob id, no X-Linked-* headers
     _status, headers, _ = raw(hub, f"/{REPO_ID}/resolve/main/README.md", method="HEAD")
     assert headers["ETag"] == f'"{hubsim.git_blob_sha1(b"# tiny" + bytes([10]))}"'
@@ -93,7 +108,7 @@ def test_ranges(hub: Any) -> None:
     assert (status, body) == (206, DATA[-3:])
     status, headers, _body = raw(hub, path, Range=f"bytes={len(DATA)}-")
     assert (status, headers["Content-Range"]) == (416, f"bytes */{len(DATA)}")
-    assert [entry.range for entry in hub.matching("GET")] == [
+    assert [entry.range for entry in hub.matching("GET", "/lfs/")] == [
         "bytes=10-19",
         f"bytes={len(DATA) - 5}-",
         "bytes=-3",
@@ -115,11 +130,36 @@ def test_model_info_with_files_metadata(hub: Any) -> None:
 
 
 def test_download_one_head_one_get(hub: Any, tmp_path: Path) -> None:
-    path = download(hub, tmp_path, revision=hub.commit_of(REPO_ID))
+    path = download(hub, tmp_path, revision=hub.commit_of(REPO_ID), token=TOKEN)
     assert path.read_bytes() == DATA
-    assert hub.count("HEAD", f"/{REPO_ID}/resolve/") == 1
-    assert hub.count("GET", f"/{REPO_ID}/resolve/") == 1
+    (head,) = hub.matching("HEAD", f"/{REPO_ID}/resolve/")
+    (get,) = hub.matching("GET", f"/lfs/{REPO_ID}/")
+    assert (head.host, head.status, head.has_auth) == ("hub", 302, True)
+    # straight to the redirect target, without the token (huggingface_hub drops it on another host)
+    assert (get.host, get.status, get.has_auth) == ("cdn", 200, False)
     assert hub.count() == 2
+
+
+def test_the_cdn_refuses_a_second_credential_and_a_bad_signature(hub: Any) -> None:
+    _status, headers, _ = raw(hub, f"/{REPO_ID}/resolve/main/{FILE}", follow=False)
+    location = headers["Location"]
+    # urllib (like Ansible's get_url) forwards Authorization across the redirect: signed storage refuses it
+    status, _, body = raw(hub, f"/{REPO_ID}/resolve/main/{FILE}", Authorization=f"Bearer {TOKEN}")
+    assert status == 400 and b"Only one auth mechanism allowed" in body
+    assert [(e.host, e.status, e.has_auth) for e in hub.requests[-2:]] == [("hub", 302, True), ("cdn", 400, True)]
+    assert raw(hub, location)[0] == 200
+    assert raw(hub, location.replace("Signature=", "Signature=0"))[0] == 403
+    hub.cdn = False  # cdn=False serves LFS files from the hub itself
+    assert raw(hub, f"/{REPO_ID}/resolve/main/{FILE}", follow=False)[:1] == (200,)
+
+
+def test_xet_headers_as_huggingface_co_sends_them(hub: Any) -> None:
+    hub.xet = True
+    _status, headers, _ = raw(hub, f"/{REPO_ID}/resolve/main/{FILE}", method="HEAD", follow=False)
+    route = headers["X-Xet-Refresh-Route"]
+    assert route == f"{hub.endpoint}/api/models/{REPO_ID}/xet-read-token/{hub.commit_of(REPO_ID)}"
+    assert headers["X-Xet-Hash"] and headers["Link"] == f'<{route}>; rel="xet-auth"'
+    assert raw(hub, route.removeprefix(hub.endpoint))[0] == 404  # no Xet storage here: a Xet client fails
 
 
 def test_new_commit_moves_the_branch_old_commit_still_resolves(hub: Any, tmp_path: Path) -> None:
@@ -164,8 +204,9 @@ def test_gated_repo(hub: Any, tmp_path: Path) -> None:
     assert wrong.value.response.status_code == 401
     assert "Invalid credentials" in str(wrong.value)
     assert download(hub, tmp_path, repo_id="meta/gated-GGUF", token=TOKEN).read_bytes() == DATA
-    assert [e.status for e in hub.matching(prefix="/meta/gated-GGUF/resolve/")] == [401, 401, 200, 200]
-    assert [e.has_auth for e in hub.matching(prefix="/meta/gated-GGUF/resolve/")] == [False, True, True, True]
+    assert [e.status for e in hub.matching(prefix="/meta/gated-GGUF/resolve/")] == [401, 401, 302]
+    assert [e.has_auth for e in hub.matching(prefix="/meta/gated-GGUF/resolve/")] == [False, True, True]
+    assert [(e.status, e.has_auth) for e in hub.matching(prefix="/lfs/meta/gated-GGUF/")] == [(200, False)]
     assert TOKEN not in repr(hub.requests)
     hub.add_repo("org/private", private=True)
     hub.add_file("org/private", FILE, DATA)
@@ -197,7 +238,7 @@ def test_drop_is_a_connection_reset_not_retried(hub: Any, tmp_path: Path) -> Non
     hub.set_fault(REPO_ID, FILE, "drop")
     with pytest.raises(httpx2.ReadError):
         download(hub, tmp_path)
-    assert hub.count("GET", f"/{REPO_ID}/resolve/") == 1
+    assert hub.count("GET", f"/lfs/{REPO_ID}/") == 1
     assert not (tmp_path / "dl" / FILE).exists()
 
 
@@ -212,7 +253,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_short_body_once_is_resumed_with_a_range(hub: Any, tmp_path: Path) -> None:
     hub.set_fault(REPO_ID, FILE, "short", times=1)
     assert download(hub, tmp_path).read_bytes() == DATA
-    first, second = hub.matching("GET", f"/{REPO_ID}/resolve/")
+    first, second = hub.matching("GET", f"/lfs/{REPO_ID}/")
     assert (first.status, first.fault, first.range) == (200, "short", None)
     assert (second.status, second.range) == (206, "bytes=131072-")  # two whole 64 KiB chunks were kept
 
@@ -223,7 +264,7 @@ def test_short_body_always_gives_up(hub: Any, tmp_path: Path) -> None:
     with pytest.raises(httpx2.RemoteProtocolError):
         download(hub, tmp_path)
     # the first try (progress: two 64 KiB chunks kept), then 5 retries without progress
-    assert hub.count("GET", f"/{REPO_ID}/resolve/") == 1 + 5
+    assert hub.count("GET", f"/lfs/{REPO_ID}/") == 1 + 5
     assert not (tmp_path / "dl" / FILE).exists()
 
 

@@ -27,6 +27,7 @@ import tiny_gguf as tiny
 REPO = Path(__file__).resolve().parents[2]
 REPO_ID = "jetson-llm/tiny-llama-GGUF"
 FILE = "tiny-llama-test.F32.gguf"
+TOKEN = "hf_role_secret_5Rt8uQ2wXy"
 PLAYBOOK = """\
 ---
 - name: Fetch the model on the controller
@@ -108,8 +109,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("hf_model_role")
     (tmp / "play.yml").write_text(PLAYBOOK)
     digests = {}
-    with hubsim.HubSim() as hub:
-        for seed, name in enumerate("AB"):
+    with hubsim.HubSim(tokens=[TOKEN]) as hub:
+        for seed, name in enumerate("ABC"):
             data = tiny.write_tiny_llama_gguf(tmp / f"{name}.gguf", seed=seed).read_bytes()
             hub.add_file(REPO_ID, FILE, data, revision=name, commit=hashlib.sha1(data).hexdigest())
             digests[name] = hashlib.sha256(data).hexdigest()
@@ -133,7 +134,7 @@ def test_first_deployment(env: Env) -> None:
     assert oct((store / FILE).stat().st_mode & 0o777) == "0o444"
     assert oct(store.stat().st_mode & 0o777) == "0o755"
     assert oct((env.tmp / "cache").stat().st_mode & 0o777) == "0o700"
-    assert env.hub.count("GET", f"/{REPO_ID}/resolve/") == 1
+    assert env.hub.count("GET", f"/lfs/{REPO_ID}/") == 1  # the download, from the host the Hub redirects to
 
 
 def test_upgrade_keeps_the_previous_model(env: Env) -> None:
@@ -188,3 +189,17 @@ def test_the_fit_counts_the_draft_read_on_the_device(env: Env) -> None:
     flat = " ".join(result.output.split())
     assert re.search(r"localhost \(4000 MiB RAM\): \S+ does not fit: .* \+ draft model 2,\d{3} MiB", flat), flat[-3000:]
     assert f"draft {draft}" in flat
+
+
+def test_device_download_does_not_take_the_token_across_the_redirect(env: Env) -> None:
+    # hf_model_download_on: device runs get_url on the "device" (localhost here): the Hub's 302 goes to the second
+    # host, which (like signed storage) refuses a request that still carries Authorization.
+    env.hub.clear_log()
+    result = env.run("C", hf_model_download_on="device", hf_model_token=TOKEN)
+
+    _ok(result)
+    assert TOKEN not in result.output
+    assert env.link("current.gguf") == f"{env.digests['C']}/{FILE}"
+    resolve = [(e.status, e.has_auth) for e in env.hub.matching("GET", f"/{REPO_ID}/resolve/")]
+    cdn = [(e.status, e.has_auth) for e in env.hub.matching("GET", f"/lfs/{REPO_ID}/{env.digests['C']}")]
+    assert resolve == [(302, True)] and cdn == [(200, False)], list(env.hub.summary())

@@ -135,7 +135,7 @@ def test_container_is_hardened_and_mounts_the_model_read_only(rendered: dict[str
     assert (
         opts["--pull"] == "never" and "--init" in docker and opts["--label"] == "io.jetson-llm-fleet.role=llama-server"
     )
-    # --load-mode none locks nothing: no memlock ulimit (a mode with mlock gets one, see test_load_mode_and_prompt_cache)
+    # --load-mode none locks nothing: no memlock ulimit (a locking mode gets one: test_load_mode_and_prompt_cache)
     assert "--ulimit" not in opts
     assert "--memory" not in docker
     # The GPU device nodes' group (read on the device), never a hard-coded one.

@@ -29,6 +29,19 @@ description:
     request, none when O(sha256) is given and the file is already stored) and downloads nothing, for
     deployments where the devices fetch the file themselves from C(<endpoint>/<repo_id>/resolve/<commit>/<filename>)
     and check it against RV(sha256).
+  - "Requests, in order: C(GET <endpoint>/api/models/<repo_id>/revision/<revision>?blobs=true) (the commit, sizes
+    and LFS digests; skipped when O(sha256) is given and the file is stored), then C(HEAD) and C(GET
+    <endpoint>/<repo_id>/resolve/<commit>/<filename>). The Hub answers the resolve route of an LFS file with a 302
+    to a signed URL on another host (today C(cdn-lfs*.hf.co) or, for repositories stored in Xet,
+    C(cas-bridge.xethub.hf.co)); the download follows it without the token (huggingface_hub sends
+    C(Authorization) only to the endpoint's own origin). A mirror must serve both routes."
+  - Xet is off (C(HF_HUB_DISABLE_XET)) whatever the environment says, even with C(hf_xet) installed, so the file
+    always comes over plain HTTPS from the redirect target, with O(timeout) applied to every read and the
+    controller's HTTPS proxy settings honoured; the Xet client would talk to further hosts
+    (C(cas-server.xethub.hf.co), C(transfer.xethub.hf.co)) with its own timeouts.
+  - A split GGUF (C(<name>-00001-of-0000N.gguf)) is refused before any request; the fleet deploys one file.
+  - With E(HF_HUB_OFFLINE) set the module makes no request; it then needs O(sha256) (a revision cannot be resolved
+    offline) and says which digests of O(filename) the store holds.
   - Runs where the store is, normally the controller (C(delegate_to=localhost), C(run_once=true)), with
     an interpreter that has C(huggingface_hub) (see requirements.txt).
 author:
@@ -164,6 +177,7 @@ revision:
 """
 
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -171,6 +185,7 @@ import traceback
 from typing import Any, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.jetson_llm.fleet.plugins.module_utils.gguf import split_shard
 from ansible_collections.jetson_llm.fleet.plugins.module_utils.hf import (
     CachePaths,
     cache_paths,
@@ -244,6 +259,14 @@ class Fetcher:
             self.fail(str(exc))
         if expected and not is_sha256(expected):
             self.fail(f"sha256 must be 64 hexadecimal digits, got {params['sha256']!r}")
+        shard = split_shard(self.filename)
+        if shard is not None:
+            self.fail(
+                f"{self.filename} is shard {shard[0]} of a split GGUF ({shard[1]} files): llama-server loads the other "
+                "shards from the same directory, and this fleet deploys one file. Fix: choose a single-file "
+                "quantization of the model, or merge the shards (llama-gguf-split --merge <first shard> <model.gguf>) "
+                "and serve the merged file from your own repository or mirror. Nothing was downloaded."
+            )
 
     # --- results ---------------------------------------------------------------------------------
 
@@ -303,7 +326,7 @@ class Fetcher:
         if isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
             self.fail(f"file {self.filename} not found in repo {self.repo_id} at revision {self.revision}")
         if isinstance(exc, OfflineModeIsEnabled):
-            self.fail(f"cannot {action}: HF_HUB_OFFLINE is set and {self.where} is not in {self.cache_dir}")
+            self.fail_offline(action)
         if isinstance(exc, HfHubHTTPError):
             status = exc.response.status_code if exc.response is not None else None
             if status == 401:
@@ -311,7 +334,13 @@ class Fetcher:
                     f"the hub at {self.hub} rejected the token (401 invalid credentials) while trying to {action}"
                 )
             detail = str(exc).splitlines()[0]
-            self.fail(f"cannot {action}: the hub answered HTTP {status} ({detail})")
+            mirror = ""
+            if status == 404 and "/api/models/" in str(exc) and self.endpoint:
+                mirror = (
+                    f"; a mirror must serve the Hub's metadata route (/api/models/{self.repo_id}/revision/<revision>"
+                    "?blobs=true) as well as /resolve"
+                )
+            self.fail(f"cannot {action}: the hub answered HTTP {status} ({detail}){mirror}")
         if isinstance(exc, LocalEntryNotFoundError):
             cause = exc.__cause__ or exc.__context__
             reason = f"{type(cause).__name__}: {cause}" if cause else str(exc)
@@ -319,6 +348,34 @@ class Fetcher:
         if isinstance(exc, HFValidationError):
             self.fail(f"invalid repo_id or revision: {exc}")
         self.fail(f"cannot {action} from {self.hub}: {type(exc).__name__}: {exc}")
+
+    def stored_digests(self) -> list[str]:
+        """Digests under which the store holds O(filename) with its record (no hashing)."""
+        found = []
+        with contextlib.suppress(OSError):
+            for name in sorted(os.listdir(self.cache_dir)):
+                if is_sha256(name) and cached_size(cache_paths(self.cache_dir, name, self.filename)) is not None:
+                    found.append(name)
+        return found
+
+    def fail_offline(self, action: str) -> NoReturn:
+        """HF_HUB_OFFLINE: say what the store holds, since without the hub the revision cannot be resolved."""
+        digests = self.stored_digests()
+        if self.expected:  # pinned, and not stored (a stored pin returns before any request)
+            self.fail(
+                f"cannot {action}: HF_HUB_OFFLINE is set and {self.filename} with sha256 {self.expected} is not in "
+                f"{self.cache_dir}" + (f" (it holds sha256 {', '.join(digests)})" if digests else "")
+            )
+        if digests:
+            self.fail(
+                f"cannot {action}: HF_HUB_OFFLINE is set and sha256 is not pinned, so revision {self.revision} cannot "
+                f"be resolved to a digest. {self.cache_dir} holds {self.filename} with sha256 {', '.join(digests)}: "
+                "pin it (hf_model_sha256) to use that copy offline, or unset HF_HUB_OFFLINE."
+            )
+        self.fail(
+            f"cannot {action}: HF_HUB_OFFLINE is set and {self.cache_dir} holds no copy of {self.filename}: unset "
+            "HF_HUB_OFFLINE (the hub or a mirror must be reachable once), or put the verified file in the store."
+        )
 
     # --- steps -----------------------------------------------------------------------------------
 
@@ -400,6 +457,10 @@ class Fetcher:
             self.module.fail_json(msg=missing_required_lib("huggingface_hub"), exception=HF_HUB_IMPORT_ERROR)
         disable_progress_bars()
         hf_constants.HF_HUB_DOWNLOAD_TIMEOUT = self.timeout  # read per request by http_get
+        # Plain HTTPS from the redirect target, never the Xet client (is_xet_available reads this per call).
+        hf_constants.HF_HUB_DISABLE_XET = True
+        if hf_constants.is_offline_mode():  # read from the environment at import: say what the store holds
+            self.fail_offline(f"read the metadata of {self.where}")
 
         commit, hub_sha, size, blob_id = self.metadata()
         if self.expected and hub_sha and hub_sha != self.expected:
