@@ -33,7 +33,7 @@ system-deps: ## Install Docker engine, debootstrap, iptables, ssh client (Debian
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-lint: venv ## yamllint --strict, ansible-lint (production), syntax-check, ruff, mypy
+lint: venv ## yamllint --strict, ansible-lint (production), syntax-check, ruff, mypy, ansible-test sanity
 	$(PY) -m pytest -q tests/unit/test_lint.py $(PYTEST_ARGS)
 
 docs: venv ## Rewrite the variable tables of README.md and roles/*/README.md from meta/argument_specs.yml

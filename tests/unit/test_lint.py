@@ -102,3 +102,39 @@ def test_module_documentation_renders(module: Path) -> None:
         f"jetson_llm.fleet.{module.stem}",
         env={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
     )
+
+
+def test_ansible_test_sanity() -> None:
+    # The community's own checks on the collection (validate-modules, pylint, pep8, import, ansible-doc, ...);
+    # tests/tools/ansible_test_sanity.py says how it runs where only the package index is reachable.
+    run(sys.executable, str(REPO / "tests" / "tools" / "ansible_test_sanity.py"))
+
+
+def test_get_pip_stand_in_bootstraps_pip_with_the_callers_index_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ansible-test runs the saved get-pip in a new venv with HOME and PATH only: pip must install without a
+    # download from ansible's CI host, and the venv's pip must still see the caller's PIP_CERT and index.
+    import venv
+
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "tools"))
+    import ansible_test_sanity as helper
+
+    monkeypatch.setattr(helper, "CACHE", tmp_path / "cache")
+    version = helper.pip_version()
+    helper.ensure_get_pip(version, {"PIP_CERT": "/etc/example-ca.pem", "PIP_INDEX_URL": "https://mirror.invalid/s"})
+    target = tmp_path / "venv"
+    venv.create(target, with_pip=False)
+    python = str(target / "bin" / "python")
+    stand_in = tmp_path / "cache" / f"get_pip_{version.replace('.', '_')}.py"
+    clean_env = {"HOME": os.environ["HOME"], "PATH": os.environ["PATH"]}
+    args = [python, str(stand_in), "--disable-pip-version-check", f"pip=={version}", "--no-setuptools", "--no-wheel"]
+    subprocess.run(args, env=clean_env, check=True, capture_output=True)
+
+    pip = subprocess.run([python, "-m", "pip", "--version"], env=clean_env, check=True, capture_output=True, text=True)
+    assert pip.stdout.startswith(f"pip {version} "), pip.stdout
+    config = subprocess.run(
+        [python, "-m", "pip", "config", "list"], env=clean_env, check=True, capture_output=True, text=True
+    ).stdout
+    assert "global.cert='/etc/example-ca.pem'" in config, config
+    assert "global.index-url='https://mirror.invalid/s'" in config, config
