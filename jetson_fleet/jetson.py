@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import sys
 
-from jetson_fleet.repo import ansible_cfg_paths
+from jetson_fleet.repo import REPO, ansible_cfg_paths
 
 for _path in ansible_cfg_paths("collections_path", "collections"):
     if str(_path) not in sys.path:
         sys.path.append(str(_path))
 
-from ansible_collections.jetson_llm.fleet.plugins.module_utils import jetson as module_utils  # noqa: E402
+try:
+    from ansible_collections.jetson_llm.fleet.plugins.module_utils import jetson as module_utils
+except ImportError as exc:  # a copy of the package without its repository
+    raise ImportError(
+        "jetson_fleet needs the collection jetson_llm.fleet of its repository (collections_path of"
+        f" {REPO / 'ansible.cfg'}): run it from a checkout, or install it with pip install -e"
+    ) from exc
 
 parse_clocks_pinned = module_utils.parse_jetson_clocks_pinned
 
