@@ -8,10 +8,6 @@ Hosts of the rollout play that the run never reached (a stopped rollout) are nam
 
 from __future__ import annotations
 
-from typing import Any
-
-from ansible.plugins.callback import CallbackBase
-
 DOCUMENTATION = """
 name: rollout_recap
 type: aggregate
@@ -22,6 +18,10 @@ description:
 requirements:
   - enabled in ansible.cfg (callbacks_enabled = jetson_llm.fleet.rollout_recap)
 """
+
+from typing import Any  # noqa: E402
+
+from ansible.plugins.callback import CallbackBase  # noqa: E402
 
 STATUS_FACT = "llama_server_status"
 ROLLOUT_ROLE = "llama_server"

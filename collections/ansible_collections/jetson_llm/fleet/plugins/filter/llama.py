@@ -61,7 +61,7 @@ def llama_backend(log: Any, gpu_layers_requested: Any = "all") -> dict[str, Any]
     text = str(log or "")
     offloaded = _OFFLOADED.findall(text)
     gpu_layers, layers = (max(int(offloaded[-1][0]), 0), int(offloaded[-1][1])) if offloaded else (0, None)
-    devices = [name for name, _ in _USING.findall(text)]
+    devices = [match[0] for match in _USING.findall(text)]
     cuda_devices = [name for name in devices if name.startswith("CUDA")]
     found = _CUDA_FOUND.findall(text)
     cuda_lines = _CUDA_FAILED.findall(text)
@@ -88,7 +88,7 @@ def llama_backend(log: Any, gpu_layers_requested: Any = "all") -> dict[str, Any]
         or _USING.search(line)
         or "ggml_cuda_init" in line
         or "no usable GPU" in line
-        or any(pattern in line.lower() for _, _, patterns in CAUSES for pattern in patterns[:3])
+        or any(pattern in line.lower() for cause in CAUSES for pattern in cause[2][:3])
     ]
     return {
         "name": name,
