@@ -34,7 +34,7 @@ DOCKER_28_ERROR = (
 )
 
 FAKE_DOCKER = r"""#!/usr/bin/env python3
-import json, os, sys
+import json, os, shlex, sys
 state = os.environ["FAKE_DOCKER_STATE"]
 args = sys.argv[1:]
 with open(os.path.join(state, "calls.jsonl"), "a") as log:
@@ -54,6 +54,10 @@ if args[:1] == ["info"]:
 elif args[:2] == ["image", "inspect"]:
     sys.exit(0 if os.path.exists(images) and args[-1] in open(images).read().split() else 1)
 elif args[:1] == ["import"]:
+    for index, arg in enumerate(args[:-1]):  # Docker parses --change as a Dockerfile line: LABEL k=v needs quoting
+        if arg in ("-c", "--change") and args[index + 1].startswith("LABEL "):
+            if any("=" not in word for word in shlex.split(args[index + 1][6:])):
+                sys.exit("Error response from daemon: Syntax error - can't find = in LABEL")
     with open(images, "a") as handle:
         handle.write(args[-1] + "\n")
     print("sha256:" + "0" * 64)
