@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-for folder in (TESTS / "fixtures", TESTS / "jetsim", TESTS / "jetsim/rootfs/usr/lib/jetsim"):
+# ... and the collection, as ansible_collections.jetson_llm.fleet (its parsers check what the devices print).
+for folder in (
+    TESTS / "fixtures",
+    TESTS / "jetsim",
+    TESTS / "jetsim/rootfs/usr/lib/jetsim",
+    TESTS.parent / "collections",
+):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))

@@ -550,6 +550,11 @@ def get_variant(name: str) -> Variant:
         raise ValueError(f"unknown jetsim variant {name!r}; valid: {', '.join(VARIANTS)}") from None
 
 
+def expected_failed_units(variant: str) -> set[str]:
+    """Units that fail at every boot of the variant on purpose (a host that boots "degraded" with them is up)."""
+    return {"nvpmodel.service"} if get_variant(variant).nvpmodel_boot_fault else set()
+
+
 def mode_by_name(v: Variant, power_mode: str) -> PowerMode:
     for mode in v.modes:
         if mode.name == power_mode:

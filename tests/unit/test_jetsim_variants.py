@@ -184,3 +184,19 @@ def test_serial_number_is_per_host_and_stable() -> None:
     assert first == variants.host_config("orin-nx-16-super", "jetson-1")["device_tree"]["serial_number"]
     assert first != variants.host_config("orin-nx-16-super", "jetson-2")["device_tree"]["serial_number"]
     assert re.fullmatch(r"\d{13}", first)
+
+
+def test_real_board_case_variants() -> None:
+    r36_3 = variants.host_config("r36.3", "h")
+    assert r36_3["files"]["/etc/nv_tegra_release"]["content"].startswith(
+        "# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic"
+    )
+    assert (r36_3["cuda"]["short"], r36_3["l4t"]["jetpack"]) == ("12.2", "6.0")
+    stale = variants.host_config("stale-table", "h")
+    assert stale["device_tree"]["compatible"][0].endswith("-super")
+    assert stale["symlinks"]["/etc/nvpmodel.conf"] == "/etc/nvpmodel/nvpmodel_p3767_0000.conf"
+    assert "MAXN_SUPER" not in {mode["name"] for mode in stale["nvpmodel"]["modes"]}
+    assert variants.host_config("nvpmodel-fails", "h")["nvpmodel"]["boot_fault"] is True
+    assert variants.host_config("orin-nx-16-super", "h")["nvpmodel"]["boot_fault"] is False
+    assert variants.expected_failed_units("nvpmodel-fails") == {"nvpmodel.service"}
+    assert variants.expected_failed_units("orin-nx-16-super") == set()
