@@ -38,7 +38,7 @@ import llama_src  # noqa: E402
 
 WORK = harness.CACHE.parent / "cuda-tier"
 IMAGE_REPO = "jetson-llm-fleet/llama-server"
-HITS = re.compile(r"^(?:#\d+ [\d.]+ )?\s*Hits:\s+(\d+)\s*/\s*(\d+)", re.M)
+HITS = re.compile(r"^\s*(?:#\d+ [\d.]+ )?\s*Hits:\s+(\d+)\s*/\s*(\d+)", re.M)  # ccache --show-stats, in BuildKit lines
 TIMES: dict[str, float] = {}
 
 
