@@ -36,9 +36,11 @@ options:
     default: 60
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reads the clocks and reports whether they would be pinned; runs nothing else.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
 notes:
   - C(jetson_clocks --fan) needs C(HOME); the module sets C(HOME=/root) when it is unset.

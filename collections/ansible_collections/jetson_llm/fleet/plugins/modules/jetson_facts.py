@@ -56,8 +56,10 @@ options:
     default: /etc/docker/daemon.json
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
 notes:
   - C(memtotal_mb) is read from C(/proc/meminfo), Docker runtimes from O(docker_daemon_json).

@@ -54,11 +54,13 @@ options:
     default: nvpmodel.service
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details:
       - Reports the change and predicts RV(reboot_required) from O(conf) (online CPU core counts and the GPU
         power-gating masks TPC_PG_MASK, FBP_PG_MASK of the two modes, or the hardware's mismatches).
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
 notes:
   - A mode set with C(nvpmodel -m) persists across reboots and power cycles.
