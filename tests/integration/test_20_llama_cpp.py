@@ -58,7 +58,7 @@ def test_one_build_for_the_fleet_and_every_host_has_the_image(fleet: Fleet, cach
         "/usr/local/share/llama.cpp/build-config.txt", "/usr/local/share/llama.cpp/build-info.txt",
     )  # fmt: skip
     assert "backend: cpu" in recorded and "GGML_CUDA:BOOL=OFF" in recorded, recorded
-    assert "GGML_CCACHE:BOOL=ON" in recorded and "version: 11312 " in recorded, recorded
+    assert "GGML_CCACHE:BOOL=ON" in recorded and "(build 11312, commit 0c1e57098)" in recorded, recorded
 
 
 def test_rerun_compiles_nothing_and_moves_nothing(fleet: Fleet) -> None:

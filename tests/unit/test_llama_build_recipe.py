@@ -260,8 +260,8 @@ def fake_toolchain(tmp_path: Path, *, cuda_symbols: bool, ccache: bool) -> tuple
     (cuda / "bin/nvcc").write_text("#!/bin/bash\necho 'Cuda compilation tools, release 12.6, V12.6.68'\n")
     (cuda / "bin/nvcc").chmod(0o755)
     server = (
-        '#!/bin/bash\necho "version: 11312 (0c1e57098)"\necho "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"\n'
-        'ls "${LD_LIBRARY_PATH%%:*}"\n'
+        '#!/bin/bash\necho "version: 0.5.0-dev (build 11312, commit 0c1e57098)"\n'
+        'echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"\nls "${LD_LIBRARY_PATH%%:*}"\n'
     )
     cmake = f"""
 printf '%s\\0' "$@" >> {log}; printf '\\n' >> {log}
@@ -315,7 +315,7 @@ def test_a_cuda_build_configures_verifies_and_records(tmp_path: Path) -> None:
     assert build[:2] == ["--build", str(tmp_path / "build")] and build[build.index("-j") + 1] == "3"
     assert build[build.index("--target") + 1 :] == ["llama-server", "llama-bench"]
     info = (out / "share/build-info.txt").read_text()
-    assert "version: 11312" in info and "libcuda.so.1" in info  # --version ran against the stub
+    assert "(build 11312, commit 0c1e57098)" in info and "libcuda.so.1" in info  # --version ran against the stub
     config = (out / "share/build-config.txt").read_text()
     assert "backend: cuda" in config and "GGML_CUDA:BOOL=ON" in config and "needed: libcudart.so.12" in config
     assert (out / "bin/llama-bench").exists()
