@@ -177,7 +177,7 @@ class _Cursor:
         return self.read(length).decode("utf-8", errors="replace")
 
     def skip_strings(self, count: int) -> None:
-        for _ in range(count):
+        for _index in range(count):
             length = self.unpack("<Q")
             if length > _MAX_STRING:
                 raise GGUFError(f"{self._path}: implausible string length {length} at byte {self.offset - 8}")
@@ -198,7 +198,8 @@ def _read_value(cur: _Cursor, vtype: int, max_array_len: int, path: str) -> tupl
         return cur.string(), None
     if vtype != _ARRAY:
         fmt = _TYPES[vtype][1]
-        assert fmt is not None
+        if fmt is None:
+            raise GGUFError(f"{path}: value of type {vtype} has no fixed size at byte {cur.offset}")
         return cur.unpack(fmt), None
     etype = cur.unpack("<I")
     count = cur.unpack("<Q")
@@ -211,11 +212,12 @@ def _read_value(cur: _Cursor, vtype: int, max_array_len: int, path: str) -> tupl
             cur.skip_strings(count)
         else:
             fmt = _TYPES[etype][1]
-            assert fmt is not None
+            if fmt is None:
+                raise GGUFError(f"{path}: array of {ename} has no fixed element size at byte {cur.offset}")
             cur.skip(struct.calcsize(fmt) * count)
         return {"skipped_array": True, **info}, info
     values: list[Any] = []
-    for _ in range(count):
+    for _index in range(count):
         value, _info = _read_value(cur, etype, max_array_len, path)
         values.append(value)
     return values, info
@@ -251,7 +253,7 @@ def read_gguf_metadata(path: str | os.PathLike[str], max_array_len: int = DEFAUL
             raise GGUFError(f"{spath}: implausible header (kv_count {kv_count}, tensor_count {tensor_count})")
         kv: dict[str, Any] = {}
         arrays: dict[str, dict[str, Any]] = {}
-        for _ in range(kv_count):
+        for _index in range(kv_count):
             key = cur.string()
             vtype = cur.unpack("<I")
             value, info = _read_value(cur, vtype, max_array_len, spath)
@@ -282,12 +284,12 @@ def read_gguf_metadata(path: str | os.PathLike[str], max_array_len: int = DEFAUL
 def _read_tensor_infos(cur: _Cursor, count: int, path: str) -> list[dict[str, Any]]:
     """The tensor infos that follow the KV section: name, type, dims, offset (relative to the data) and size."""
     tensors: list[dict[str, Any]] = []
-    for _ in range(count):
+    for _index in range(count):
         name = cur.string()
         n_dims = cur.unpack("<I")
         if n_dims > 8:
             raise GGUFError(f"{path}: tensor {name!r} has {n_dims} dimensions")
-        dims = [cur.unpack("<Q") for _ in range(n_dims)]
+        dims = [cur.unpack("<Q") for _index in range(n_dims)]
         ggml_type = cur.unpack("<I")
         offset = cur.unpack("<Q")
         if ggml_type not in GGML_TYPE_BLOCKS:

@@ -28,10 +28,10 @@ description:
   - "Available memory: O(memtotal_mb) - O(reserve_mb). When the estimate (the larger of the steady state and the
     load peak) exceeds it the module fails (unless O(fail_on_overflow=false)) with the numbers and the ways out: a
     smaller quantization or model, a lower O(ctx_size) or O(parallel), a smaller prompt cache, a q8_0 KV cache."
-  - A split GGUF (C(split.count) > 1 in the header) is refused: llama.cpp would look for the other shards.
+  - "A split GGUF (C(split.count) > 1 in the header) is refused: llama.cpp would look for the other shards."
   - Runs where the model file is, normally the controller (C(delegate_to=localhost)); never changes anything.
 author:
-  - jetson-llm-fleet developers
+  - jetson-llm-fleet developers (!UNKNOWN)
 options:
   path:
     description: The GGUF model file.
@@ -117,9 +117,11 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads the file; check mode behaves the same.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
 notes:
   - The estimate is deliberately simple; llama.cpp may round the context up to a multiple of 256 and allocate

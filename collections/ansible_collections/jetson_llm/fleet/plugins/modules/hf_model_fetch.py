@@ -45,7 +45,7 @@ description:
   - Runs where the store is, normally the controller (C(delegate_to=localhost), C(run_once=true)), with
     an interpreter that has C(huggingface_hub) (see requirements.txt).
 author:
-  - jetson-llm-fleet developers
+  - jetson-llm-fleet developers (!UNKNOWN)
 requirements:
   - huggingface_hub >= 1.0 (tested with 2.4.0)
 options:
@@ -96,9 +96,11 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Makes the metadata request (read-only) and reports whether a download would happen, without downloading.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
 notes:
   - Gated repositories (for example C(meta-llama/*)) need their license accepted on the hub with the account

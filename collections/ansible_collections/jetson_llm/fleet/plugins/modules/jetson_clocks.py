@@ -20,7 +20,7 @@ description:
     notice. This module looks at the clocks themselves, so a re-run repairs them and reports RV(ignore:changed).
   - Fails when C(jetson_clocks) ran and the clocks are still not pinned, naming what is not.
 author:
-  - jetson-llm-fleet developers
+  - jetson-llm-fleet developers (!UNKNOWN)
 options:
   binary:
     description: C(jetson_clocks) executable, a name looked up in C(/usr/bin), C(/usr/sbin) and PATH, or a path.

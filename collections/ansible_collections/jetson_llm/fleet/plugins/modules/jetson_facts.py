@@ -18,7 +18,7 @@ description:
   - When the L4T release file is missing or unparsable the version of the C(nvidia-l4t-core)
     package is used instead (C(dpkg-query)).
 author:
-  - jetson-llm-fleet developers
+  - jetson-llm-fleet developers (!UNKNOWN)
 options:
   release_file:
     description: Path of the L4T release file.

@@ -26,7 +26,7 @@ description:
     mode again with C(nvpmodel -m ID).
   - Every C(nvpmodel) call is bounded by O(timeout).
 author:
-  - jetson-llm-fleet developers
+  - jetson-llm-fleet developers (!UNKNOWN)
 options:
   mode:
     description: Power mode NAME as written in the configuration, for example V(MAXN_SUPER), V(25W) or V(15W).
