@@ -211,8 +211,15 @@ def test_server_process_can_open_every_gpu_device_node(host: Any, container: dic
         seen = json.loads(host.check_output(f"python3 -c {shlex.quote(DEVICES_SCRIPT)} {pids[0]}"))
     passed = [node for node in seen["nodes"] if node["path"].removeprefix("/dev/") not in DOCKER_DEFAULT_DEVICES]
     if not passed:
-        assert container["HostConfig"]["Runtime"] != "nvidia", f"the nvidia runtime passed no device node into {name}"
-        pytest.skip(f"no device node passed into {name} (runtime {container['HostConfig']['Runtime']})")
+        # The NVIDIA runtime passes the nodes only to a container that asks for them (the toolkit's rule): CUDA
+        # images set NVIDIA_VISIBLE_DEVICES, or are "legacy" (CUDA_VERSION without NVIDIA_REQUIRE_CUDA).
+        env = dict(item.partition("=")[::2] for item in container["Config"]["Env"] or [])
+        devices = [item.strip() for item in env.get("NVIDIA_VISIBLE_DEVICES", "").split(",") if item.strip()]
+        legacy = "NVIDIA_VISIBLE_DEVICES" not in env and env.get("CUDA_VERSION") and not env.get("NVIDIA_REQUIRE_CUDA")
+        asked = bool(legacy) or (bool(devices) and "void" not in devices)
+        runtime = container["HostConfig"]["Runtime"]
+        assert not (asked and runtime == "nvidia"), f"{name} asks for GPU devices, the nvidia runtime passed none"
+        pytest.skip(f"no device node passed into {name} (runtime {runtime}, GPU devices asked for: {asked})")
     groups = {seen["gid"], *seen["groups"]}
     denied = [node for node in passed if not _can_read_write(node, seen["uid"], groups)]
     assert not denied, (
