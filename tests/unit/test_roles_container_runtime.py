@@ -33,6 +33,8 @@ DOCKER_28_ERROR = (
     " (exit status 3))"
 )
 
+NO_DOCKER_INIT = 'docker: Error response from daemon: exec: "docker-init": executable file not found in $PATH: unknown.'
+
 FAKE_DOCKER = r"""#!/usr/bin/env python3
 import json, os, shlex, sys
 state = os.environ["FAKE_DOCKER_STATE"]
@@ -131,6 +133,7 @@ SCENARIOS: dict[str, tuple[str | None, dict[str, Any], dict[str, str]]] = {
     ),
     "no_gpu_host": ('{"bip": "10.203.250.1/24"}', {"container_runtime_nvidia": False}, {}),
     "docker_28_bridge": ("", {}, {"FAKE_DOCKER_BRIDGE_ERROR": DOCKER_28_ERROR}),
+    "no_docker_init": ("", {}, {"FAKE_DOCKER_BRIDGE_ERROR": NO_DOCKER_INIT}),
     "broken_json": ('{"bip": "10.203.250.1/24",', {}, {}),
     "json_array": ("[]", {}, {}),
 }
@@ -306,6 +309,12 @@ def test_docker_28_without_iptable_raw_fails_with_cause_and_fix(outcomes: dict[s
     for needle in ("Table does not exist", "moby/moby#49557", "iptable_raw", "JetPack 6.2.1", "27.5.1",
                    "container_runtime_smoke_test: false"):  # fmt: skip
         assert needle in message, needle
+
+
+def test_other_bridge_failures_are_not_blamed_on_docker_28(outcomes: dict[str, Outcome]) -> None:
+    message = outcomes["no_docker_init"].failure
+    assert "docker-init" in message and "journalctl -u docker" in message, message
+    assert "moby/moby#49557" not in message and "container_runtime_smoke_test: false" in message
 
 
 @pytest.mark.parametrize("name", ["broken_json", "json_array"])
