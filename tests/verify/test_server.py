@@ -94,7 +94,12 @@ def test_runs_as_non_root_without_privileges(container: dict[str, Any], settings
     assert not container["Config"]["User"].startswith("0")
     assert "no-new-privileges" in container["HostConfig"]["SecurityOpt"]
     assert container["HostConfig"]["ReadonlyRootfs"] is True
-    assert container["HostConfig"]["LogConfig"]["Config"].get("max-size") == settings["llama_server_log_max_size"]
+    log = container["HostConfig"]["LogConfig"]
+    assert log["Type"] == settings["llama_server_log_driver"]
+    if log["Type"] == "journald":  # kept after the container is gone: journalctl -t llama-server
+        assert log["Config"].get("tag") == "llama-server"
+    else:
+        assert log["Config"].get("max-size") == settings["llama_server_log_max_size"]
 
 
 def test_model_mounted_read_only(container: dict[str, Any], release: dict[str, Any]) -> None:
