@@ -28,7 +28,7 @@ GIB = 1024 * 1024  # kB in a GiB, as /proc/meminfo counts
 # Real tools the recipe uses besides the ones each test stands in for.
 SYSTEM_TOOLS = (
     "bash", "env", "awk", "grep", "sed", "sort", "cat", "mkdir", "install", "mktemp", "readlink", "dirname", "rm",
-    "ln", "nproc", "chmod", "ls", "printf", "touch",
+    "ln", "nproc", "chmod", "ls", "printf", "touch", "seq",
 )  # fmt: skip
 
 
@@ -281,7 +281,8 @@ fi
         "cmake": cmake,
         "nm": symbols,
         "readelf": "echo ' 0x1 (NEEDED) Shared library: [libcudart.so.12]'",
-        "ldd": "echo '  libcuda.so.1 => not found'",
+        # More after the driver's line than a pipe holds: `ldd | grep -q` under pipefail then fails (SIGPIPE).
+        "ldd": "echo '  libcuda.so.1 => not found'; for i in $(seq 20000); do echo \"  libx$i.so => x\"; done",
         "nvcc": f'exec {cuda}/bin/nvcc "$@"',  # on PATH; the stub is looked up in CUDA_HOME
     }
     if ccache:

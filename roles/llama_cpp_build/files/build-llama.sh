@@ -193,7 +193,7 @@ done
     echo "flags_digest: ${flags_digest:-none}"
     echo "backend: ${backend}"
     echo "targets: ${target_list[*]}"
-    grep -E '^(CMAKE_BUILD_TYPE|GGML_[A-Z0-9_]+|LLAMA_[A-Z0-9_]+|BUILD_SHARED_LIBS|CMAKE_CUDA_ARCHITECTURES):' \
+    grep -E '^(CMAKE_BUILD_TYPE|GGML_[A-Z0-9_]+|LLAMA_[A-Z0-9_]+|BUILD_SHARED_LIBS|CMAKE_CUDA_(ARCHITECTURES|COMPILER)):' \
         "${build}/CMakeCache.txt" | sort
 } > "${out}/share/build-config.txt"
 
@@ -213,7 +213,8 @@ elif grep -q ' T ggml_backend_cuda_reg$' <<< "${symbols}"; then
     die "llama-server contains the CUDA backend but this build is labelled cpu"
 fi
 library_path="${LD_LIBRARY_PATH:-}"
-if [[ "${backend}" == cuda ]] && ldd "${server}" | grep -q 'libcuda.so.1 => not found'; then
+libraries="$(ldd "${server}" 2>&1 || true)"  # whole, not piped into grep -q: pipefail + SIGPIPE would say "found"
+if [[ "${backend}" == cuda && "${libraries}" == *"libcuda.so.1 => not found"* ]]; then
     stubs="$(mktemp -d)"
     trap 'rm -rf "${stubs}"' EXIT
     toolkit="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"
