@@ -140,6 +140,7 @@ def test_container_is_hardened_and_mounts_the_model_read_only(rendered: dict[str
     assert "--memory" not in docker
     # The GPU device nodes' group (read on the device), never a hard-coded one.
     assert [arg for arg in docker if arg.startswith("--group-add")] == ["--group-add=44"]
+    assert opts["--env"] == "NVIDIA_VISIBLE_DEVICES=all"  # the runtime passes the nodes only when asked
     assert [arg for arg in rendered["ten_watt_fake_docker"]["docker"] if arg.startswith("--group-add")] == [
         "--group-add=render", "--group-add=1000"]  # fmt: skip
 
