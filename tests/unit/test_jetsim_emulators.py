@@ -568,6 +568,7 @@ def test_verbose_query_matches_the_table_after_boot_switch_and_pinning(make_host
 def test_failed_nvpmodel_service_leaves_a_status_the_hardware_does_not_run(make_host: Callable[..., Host]) -> None:
     host = make_host("nvpmodel-fails", power_mode="25W", boot=False)
     host.ok("identity")
+    host.ok("nvfancontrol", env={"JETSIM_NVFANCONTROL_TICKS": "1"})  # at boot it may start first
     proc = host.run("nvpmodel", "-f", "/etc/nvpmodel.conf")  # what nvpmodel.service runs at boot
     assert proc.returncode == 234, proc.stdout
     assert "DO YOU WANT TO REBOOT NOW?" in proc.stdout
