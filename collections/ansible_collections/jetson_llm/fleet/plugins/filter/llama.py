@@ -50,6 +50,10 @@ CAUSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
 )
 
+# Lines quoted as evidence: the first three patterns of each cause, the specific ones (a later one such as
+# "error 12" also matches unrelated lines).
+_EVIDENCE_PATTERNS = tuple(pattern for _cause, _fix, patterns in CAUSES for pattern in patterns[:3])
+
 
 def llama_backend(log: Any, gpu_layers_requested: Any = "all") -> dict[str, Any]:
     """``{name, gpu_layers, layers, device, cuda_devices, cause, fix, evidence}`` from llama-server's log.
@@ -88,7 +92,7 @@ def llama_backend(log: Any, gpu_layers_requested: Any = "all") -> dict[str, Any]
         or _USING.search(line)
         or "ggml_cuda_init" in line
         or "no usable GPU" in line
-        or any(pattern in line.lower() for cause in CAUSES for pattern in cause[2][:3])
+        or any(pattern in line.lower() for pattern in _EVIDENCE_PATTERNS)
     ]
     return {
         "name": name,
