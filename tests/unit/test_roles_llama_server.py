@@ -26,7 +26,6 @@ ROLE = REPO / "roles" / "llama_server"
 MODEL = {"path": "/opt/llm/models/" + "a" * 64 + "/tiny.gguf", "filename": "tiny.gguf", "sha256": "a" * 64}
 KEY = "sk-unit-test-key-8d1f"
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-FAKE_DOCKER = "/tmp/jlf-unit-fake-docker"  # stands in for docker when the run script's wait is run for real
 SCENARIOS: dict[str, dict[str, Any]] = {
     # What deploy.yml passes on an Orin NX 16GB in MAXN_SUPER (8 cores online), with the GPU nodes' group found.
     "defaults": {"llama_server_mode_cpus": 8, "_llama_server_gpu_gids": ["44"]},
@@ -217,7 +216,8 @@ def test_unit_main_process_exits_like_the_container(
     # `docker wait` prints the exit code and exits 0: the unit's main process must exit with the container's code
     # (so systemd counts a crash), and kill the container when the liveness probe turned it unhealthy.
     log = tmp_path / "calls"
-    Path(FAKE_DOCKER).write_text(
+    fake_docker = tmp_path / "docker"  # stands in for docker when the run script's wait is run for real
+    fake_docker.write_text(
         "#!/bin/bash\n"
         f'echo "$*" >> {log}\n'
         'case "$1" in\n'
@@ -226,10 +226,10 @@ def test_unit_main_process_exits_like_the_container(
         f"  wait) echo {exit_code} ;;\n"
         "esac\n"
     )
-    Path(FAKE_DOCKER).chmod(0o755)
+    fake_docker.chmod(0o755)
     script = tmp_path / "run"
     script.write_text(
-        rendered["ten_watt_fake_docker"]["script"].replace("docker=/usr/bin/docker", f"docker={FAKE_DOCKER}")
+        rendered["ten_watt_fake_docker"]["script"].replace("docker=/usr/bin/docker", f"docker={fake_docker}")
     )
     proc = subprocess.run(["bash", str(script), "wait"], stdin=subprocess.PIPE, timeout=20, check=False)
     calls = log.read_text()
