@@ -56,6 +56,10 @@ SUITE = "bookworm"
 PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "python3-apt",
     "iproute2", "iptables", "docker.io", "procps", "ca-certificates", "less", "curl", "kmod",
+    # What a site's package mirror serves (jetsim hosts have no internet): the fleet registry (CNCF distribution)
+    # and htpasswd for its users, node exporter and Prometheus for monitoring. Installed but disabled in the image
+    # (tests/jetsim/image/Dockerfile): the roles enable them where the inventory puts them.
+    "docker-registry", "apache2-utils", "prometheus-node-exporter", "prometheus",
 ]  # fmt: skip
 RECIPE_VERSION = 1
 BOOT_TIMEOUT_S = 180
