@@ -25,8 +25,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed ## Create .venv with the pinned Python dependencies
 
-system-deps: ## Install Docker engine, debootstrap, iptables, ssh client (Debian/Ubuntu, root) if missing
-	@missing=""; for tool in dockerd:docker.io debootstrap:debootstrap iptables:iptables ssh:openssh-client; do \
+system-deps: ## Install Docker engine, debootstrap, iptables, ssh client, docker-registry, htpasswd (Debian/Ubuntu, root) if missing
+	@missing=""; for tool in dockerd:docker.io debootstrap:debootstrap iptables:iptables ssh:openssh-client docker-registry:docker-registry htpasswd:apache2-utils; do \
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
