@@ -141,6 +141,7 @@ def test_an_interrupted_device_fetch_continues(env: Env) -> None:
     assert hashlib.sha256((env.models / "current.gguf").read_bytes()).hexdigest() == digest
     last = env.blob_gets("B")[-1]
     assert last["status"] == "206" and int(last["bytes"]) == size - half
+    assert f"received {size - half} bytes, resumed at {half}, sha256 verified" in " ".join(result.output.split())
     assert not (env.models / digest / f"{FILE}.partial").exists()
 
 

@@ -251,6 +251,8 @@ def push_blob(
                 progress(offset)
     answer = client.call("PUT", _with_query(_path_of(location), f"digest={digest}"), {"Content-Length": "0"})
     if answer.status != 201:
+        if state_file and os.path.exists(state_file):  # the registry dropped the upload: a re-run starts anew
+            os.unlink(state_file)
         raise client.refuse(answer, f"the end of the upload of {digest} (a digest mismatch means the file changed)")
     if state_file and os.path.exists(state_file):
         os.unlink(state_file)
