@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -537,7 +538,8 @@ def test_restart_and_logs_over_ssh(
 
     assert cli.cmd_restart(inv, cli.build_parser().parse_args(["restart", "jetson-1", "--timeout", "20"])) == 0
     assert (tmp_path / "systemctl.log").read_text() == "restart llama-server.service\n"
-    assert "jetson-1: healthy after 0s" in capsys.readouterr().out
+    # The seconds depend on how busy the machine is; what the user reads is the health verdict and its evidence.
+    assert re.search(r"^jetson-1: healthy after \d+s \(/health 200, container healthy", capsys.readouterr().out, re.M)
 
     assert cli.cmd_logs(inv, cli.build_parser().parse_args(["logs", "jetson-1", "--tail", "5"])) == 0
     assert "docker logs logs --tail 5 llama-server" in capsys.readouterr().out
