@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ansible_collections.jetson_llm.fleet.plugins.filter.tune import tune_choose, tune_grid
+from ansible_collections.jetson_llm.fleet.plugins.filter.tune import tune_backend_proof, tune_choose, tune_grid
 
 
 def bench(threads: int, gen: float, **extra: Any) -> dict[str, Any]:
@@ -139,3 +139,30 @@ def test_grid_is_the_current_settings_then_one_axis_at_a_time() -> None:
     grid = tune_grid(current, {"threads": [4, 8], "flash_attn": ["off"], "batch_size": []})
 
     assert grid == [current, {**current, "flash_attn": "off"}, {**current, "threads": 4}]
+    pairs = tune_grid(current, {"batch": [{"batch_size": 256, "ubatch_size": 128}]})
+    assert pairs[1] == {**current, "batch_size": 256, "ubatch_size": 128}
+
+
+CUDA_LOG = (
+    "ggml_cuda_init: found 1 CUDA devices (Total VRAM: 15656 MiB):\n"
+    "llama_model_load_from_file_impl: using device CUDA0 (Orin) (0000:00:00.0) - 11873 MiB free\n"
+)
+
+
+def test_backend_proof_rejects_a_cpu_fallback_and_a_partial_offload_next_to_gpu_runs() -> None:
+    results = [
+        {"settings": {"parallel": 4}, "log": CUDA_LOG + "load_tensors: offloaded 29/29 layers to GPU\n"},
+        {"settings": {"parallel": 8}, "log": "load_tensors: CPU_Mapped model buffer size = 1918 MiB\n"},
+        {"settings": {"parallel": 2}, "log": CUDA_LOG + "load_tensors: offloaded 20/29 layers to GPU\n"},
+        {"settings": {"threads": 8}, "backends": "CUDA"},
+        {"settings": {"threads": 4}, "backends": "CPU"},
+    ]
+
+    proven = tune_backend_proof(results, expected="")
+
+    assert [r["backend_ok"] for r in proven] == [True, False, False, True, False]
+    assert [r["backend"] for r in proven] == ["CUDA", "CPU", "CUDA", "CUDA", "CPU"]
+    assert all("log" not in r for r in proven)
+    # A CPU release (jetsim) proves CPU runs; a record that says CUDA refuses them.
+    assert tune_backend_proof(results[4:], expected="CPU")[0]["backend_ok"] is True
+    assert tune_backend_proof(results[4:], expected="CUDA")[0]["backend_ok"] is False

@@ -1,7 +1,7 @@
 # Copyright: jetson-llm-fleet developers
 # Apache License 2.0 (see galaxy.yml)
-"""Filters ``jetson_llm.fleet.tune_grid`` and ``jetson_llm.fleet.tune_choose``: what a tuning run measures, and
-which measured setting it picks (roles/tune).
+"""Filters ``jetson_llm.fleet.tune_grid``, ``tune_backend_proof`` and ``tune_choose``: what a tuning run measures,
+which results ran on the release's backend, and which measured setting it picks (roles/tune).
 
 A sweep result (one per setting measured, written by roles/tune/files/tune_sweep.py)::
 
@@ -19,11 +19,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ansible_collections.jetson_llm.fleet.plugins.filter.llama import llama_backend, llama_backend_ok
+
 OBJECTIVES = ("latency", "throughput")
 
 
 def tune_grid(current: dict[str, Any], axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """The current settings first, then one axis changed at a time (each other value of that axis), no duplicates.
+
+    A value that is a dict sets several keys together (batch and ubatch: ``{"batch": [{"batch_size": 512,
+    "ubatch_size": 256}, ...]}``).
 
     One factor at a time keeps a sweep linear in the number of values (a full grid of 4 axes x 3 values is 81
     runs); the choice then combines each axis's best value only where a later stage measures them together.
@@ -32,11 +37,18 @@ def tune_grid(current: dict[str, Any], axes: dict[str, list[Any]]) -> list[dict[
     seen = {_key(current)}
     for axis in sorted(axes):
         for value in axes[axis] or []:
-            candidate = {**current, axis: value}
+            candidate = {**current, **value} if isinstance(value, dict) else {**current, axis: value}
             if _key(candidate) not in seen:
                 seen.add(_key(candidate))
                 grid.append(candidate)
     return grid
+
+
+def tune_with_fit(grid: list[dict[str, Any]], fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each candidate with ``_fit_ok`` from its jetson_llm.fleet.gguf_memory_fit result (same order)."""
+    if len(grid) != len(fits):
+        raise ValueError(f"{len(grid)} candidates but {len(fits)} memory fit results")
+    return [{**settings, "_fit_ok": bool(fit.get("fits"))} for settings, fit in zip(grid, fits, strict=True)]
 
 
 def _key(settings: Any) -> str:
@@ -141,6 +153,37 @@ def tune_choose(
     }  # fmt: skip
 
 
+def tune_backend_proof(
+    results: list[dict[str, Any]], expected: str = "", gpu_layers: Any = "all"
+) -> list[dict[str, Any]]:
+    """The results with ``backend`` (what the run used) and ``backend_ok``, and without the server's load log.
+
+    The backend is read from a live server's load log (jetson_llm.fleet.llama_backend) or llama-bench's
+    ``backends`` column. ``expected`` is the release's backend name ("CUDA"/"CPU"); unknown (an older release
+    record) = the first run that identified one, the current settings' (the sweep runs them first). A run on
+    another backend, or a CUDA run with a layer left on the CPU, fails the proof: a CPU fallback is never
+    compared with a GPU run.
+    """
+    found: list[tuple[str | None, bool]] = []
+    for result in results:
+        if result.get("error") and not (result.get("log") or result.get("backends")):
+            found.append((None, False))
+        elif result.get("log"):
+            parsed = llama_backend(result["log"], gpu_layers)
+            found.append((parsed["name"], llama_backend_ok(parsed, gpu_layers)))
+        elif result.get("backends") is not None:
+            name = "CUDA" if "CUDA" in str(result["backends"]) else "CPU"
+            found.append((name, name == "CUDA"))
+        else:
+            found.append((None, False))
+    reference: str = expected or next((name for name, _ok in found if name), None) or ""
+    proven = []
+    for result, (used, full_gpu) in zip(results, found, strict=True):
+        ok = used is not None and used == reference and (full_gpu or reference != "CUDA") and not result.get("error")
+        proven.append({**{k: v for k, v in result.items() if k != "log"}, "backend": used, "backend_ok": ok})
+    return proven
+
+
 def _shown(value: float | None) -> float | None:
     """The metric as measured (latency is compared negated)."""
     return None if value is None else round(abs(value), 4)
@@ -150,4 +193,9 @@ class FilterModule:
     """Tuning filters."""
 
     def filters(self) -> dict[str, Any]:
-        return {"tune_grid": tune_grid, "tune_choose": tune_choose}
+        return {
+            "tune_grid": tune_grid,
+            "tune_choose": tune_choose,
+            "tune_backend_proof": tune_backend_proof,
+            "tune_with_fit": tune_with_fit,
+        }
