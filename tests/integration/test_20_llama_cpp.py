@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 from conftest import Fleet, command
@@ -17,7 +16,7 @@ from conftest import Fleet, command
 pytestmark = pytest.mark.jetsim
 IMAGE_REPO = "jetson-llm-fleet/llama-server"
 BUILD = command("docker", "build")  # the compile, on the build host
-LOAD = command("docker", "load")  # the image moved to a device
+PULL = command("docker", "pull")  # the image moved to a device (by digest, from the fleet registry)
 
 
 def _images(fleet: Fleet, host: str) -> dict[str, str]:
@@ -26,13 +25,14 @@ def _images(fleet: Fleet, host: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cache(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def full_fleet(fleet: Fleet) -> Fleet:
     # test_10_site leaves jetson-3 as an R35 board: give the module a full fleet again.
     fleet.recreate("jetson-3", variant="orin-nx-16-super")
-    return Path.home() / ".cache/jetson-llm-fleet/llama.cpp/images"
+    return fleet
 
 
-def test_one_build_for_the_fleet_and_every_host_has_the_image(fleet: Fleet, cache: Path) -> None:
+def test_one_build_for_the_fleet_and_every_host_has_the_image(full_fleet: Fleet) -> None:
+    fleet = full_fleet
     result = fleet.playbook("site.yml", timing="site.yml with llama.cpp (build if not cached)")
 
     assert result.rc == 0, result.output[-6000:]
@@ -43,8 +43,8 @@ def test_one_build_for_the_fleet_and_every_host_has_the_image(fleet: Fleet, cach
     # One image, same ID on every host; the controller cache holds it once.
     ids = {tuple(sorted(images.items())) for images in tags.values()}
     assert len(ids) == 1, tags
-    archives = list(cache.glob("*.tar.gz"))
-    assert len(archives) >= 1
+    # No image archive: the build host pushed to the fleet registry, the devices pulled by digest.
+    assert not [e for e in result.events if e["action"].endswith(("fetch", "slurp")) and "image" in str(e["args"])]
     image = f"{IMAGE_REPO}:{next(iter(tags['jetson-2']))}"
     version = fleet.exec("jetson-2", "sh", "-c", f"docker run --rm --network=none {image} --version 2>&1")
     assert "version:" in version, version
@@ -66,7 +66,7 @@ def test_rerun_compiles_nothing_and_moves_nothing(fleet: Fleet) -> None:
 
     assert result.rc == 0, result.output[-6000:]
     assert "changed" not in result.ran(BUILD).values()
-    assert "changed" not in result.ran(LOAD).values()
+    assert "changed" not in result.ran(PULL).values()
     assert result.changed() == {host: 0 for host in fleet.hosts}, result.output[-4000:]
 
 
@@ -80,7 +80,7 @@ def test_changed_flags_build_once_more_under_a_new_tag_and_keep_the_previous(fle
 
     assert result.rc == 0, result.output[-6000:]
     assert list(result.ran(BUILD).values()).count("changed") == 1, result.ran(BUILD)
-    assert set(result.ran(LOAD)) >= {"jetson-2", "jetson-3"}
+    assert set(result.ran(PULL)) >= {"jetson-2", "jetson-3"}
     for host in fleet.hosts:
         after = _images(fleet, host)
         assert len(after) == 2, f"{host}: {after}"  # the new release and the previous one
