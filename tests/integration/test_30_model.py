@@ -11,15 +11,22 @@ play in serial batches). The tests run in file order and share the fleet and the
   D (seed 3)        corrupt in the controller cache  -> refused on the canary
   E (seed 4)        does not fit / no free space     -> refused before any change
   F (seed 5)        downloaded by the devices        -> current F, previous B, A pruned
+  G (seed 6)        a half-fetched partial on every device, from the fleet registry -> resumed, current G
+  H (1 GiB, sparse) pushed and fetched through the fleet registry -> peak RSS of both modules recorded
+
+With the fleet registry in site.yml (its plays carry the tag model), hf_model_transfer: auto moves the model as a
+blob of that registry: the controller pushes it once, the devices fetch it (D is checked both ways).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +36,7 @@ import harness
 import hub as hubsim
 import pytest
 import tiny_gguf as tiny
-from conftest import Fleet, PlayResult
+from conftest import REPO, Fleet, PlayResult
 
 pytestmark = pytest.mark.jetsim
 
@@ -44,6 +51,9 @@ DEFAULT_VARIANT = "orin-nx-16-super"
 ONE_BATCH = ["100%"]  # fleet_serial for the runs that do not test the canary: one batch is faster
 # site.yml runs the preflight (tagged always), the model plays (tagged model) and the summary.
 PLAYBOOK = os.environ.get("HF_MODEL_E2E_PLAYBOOK", "site.yml")
+# site.yml runs the fleet registry's plays under the tag model: the model then travels as a registry blob.
+REGISTRY = "playbooks/registry.yml" in (REPO / "site.yml").read_text()
+needs_registry = pytest.mark.skipif(not REGISTRY, reason="site.yml does not run the fleet registry yet")
 
 
 @dataclass
@@ -142,6 +152,12 @@ def test_first_run_fetches_once_and_distributes(env: Env) -> None:
         )
         assert record.splitlines() == [f"{digest}  {FILE}", f"{FILE}: OK"], host
         assert not env.fleet.exists(host, f"{MODELS}/previous.gguf")
+    if REGISTRY:  # pushed once by the controller, fetched by every device; no SSH copy
+        assert result.ran(lambda e: e["action"].endswith("registry_blob")) == {"localhost": "changed"}
+        fetched = result.ran(lambda e: e["action"].endswith("blob_fetch"))
+        assert fetched == {host: "changed" for host in env.fleet.hosts}, fetched
+        copied = result.ran(lambda e: e["action"].endswith("copy") and str(e["args"].get("src", "")).endswith(FILE))
+        assert set(copied.values()) <= {"skipped"}, copied
 
 
 def test_rerun_changes_nothing_and_downloads_nothing(env: Env) -> None:
@@ -246,9 +262,16 @@ def test_corrupt_controller_copy_is_refused_on_the_device(env: Env) -> None:
     (store / f"{FILE}.sha256").write_text(f"{digest}  {FILE}\n")
     env.hub.clear_log()
     try:
-        result = env.run(hf_model_sha256=digest)
+        result = env.run(hf_model_sha256=digest, hf_model_transfer="copy")
+        registry = env.run(hf_model_sha256=digest, fleet_serial=ONE_BATCH) if REGISTRY else None
     finally:
         shutil.rmtree(store)
+    if registry is not None:  # the registry computes the digest of what it receives: refused at the push
+        assert registry.rc != 0
+        flat = _flat(registry)
+        assert f"controller: cannot push {store / FILE} to the fleet registry" in flat, registry.output[-4000:]
+        assert "answered HTTP 400 to the end of the upload" in flat and "No device was changed" in flat
+        assert all(stats["changed"] == 0 for stats in registry.recap.values()), registry.recap
 
     assert result.rc != 0
     assert env.hub.count() == 0  # pinned and cached: the hub is not asked
@@ -327,3 +350,120 @@ def test_models_of_the_server_releases_are_never_pruned(env: Env) -> None:
     for host in env.fleet.hosts:
         assert env.current(host) == (f"{env.sha('A')}/{FILE}", env.sha("A")), host
         assert env.stores(host) == {env.sha("A"), env.sha("F"), b}, host
+
+
+def _device_python(fleet: Fleet) -> str:
+    return fleet.exec(fleet.hosts[0], "sh", "-c", "command -v python3").strip()
+
+
+# ansible_python_interpreter for one run: runs the real interpreter as a child and logs its peak RSS (wait4) with the
+# module's name (from the AnsiballZ payload on stdin, Ansible pipelines), one JSON line per module run.
+RSS_WRAPPER = """#!{real}
+import json, os, re, sys
+payload = sys.stdin.buffer.read()
+found = re.search(rb"plugins[.]modules[.](\\w+)|ansible[.]modules[.](\\w+)", payload)
+name = (found.group(1) or found.group(2)).decode() if found else "?"
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(write)
+    os.dup2(read, 0)
+    os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+os.close(read)
+with os.fdopen(write, "wb") as pipe:
+    pipe.write(payload)
+_, status, usage = os.wait4(pid, 0)
+with open({log!r}, "a") as log:
+    log.write(json.dumps({{"module": name, "maxrss_kib": usage.ru_maxrss}}) + "\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@needs_registry
+def test_an_interrupted_device_fetch_resumes(env: Env) -> None:
+    data = _gguf(env.tmp, 6)
+    digest = hashlib.sha256(data).hexdigest()
+    env.hub.add_file(REPO_ID, FILE, data, revision="g-resume", commit="a" * 40)
+    half = len(data) // 2
+    for host in env.fleet.hosts:  # a fetch cut off half way, as a lost link or a reboot leaves it
+        env.fleet.exec(host, "mkdir", "-p", f"{MODELS}/{digest}")
+        env.fleet.exec(
+            host,
+            "sh",
+            "-c",
+            f"base64 -d > {MODELS}/{digest}/{FILE}.partial",
+            input=base64.b64encode(data[:half]).decode(),
+        )
+    sizes = {
+        h: env.fleet.exec(h, "stat", "-c", "%s", f"{MODELS}/{digest}/{FILE}.partial").strip() for h in env.fleet.hosts
+    }
+    assert set(sizes.values()) == {str(half)}, sizes
+
+    result = env.run(hf_model_revision="g-resume", fleet_serial=ONE_BATCH, timing="model: resumed registry fetch")
+
+    _assert_ok(result, env.fleet.hosts)
+    flat = _flat(result)
+    for host in env.fleet.hosts:
+        assert f"{host}: {FILE} from the fleet registry" in flat, result.output[-4000:]
+        assert f"received {len(data) - half} bytes, resumed at {half}, sha256 verified" in flat
+        assert env.current(host) == (f"{digest}/{FILE}", digest), host
+        assert not env.fleet.exists(host, f"{MODELS}/{digest}/{FILE}.partial"), host
+
+
+@needs_registry
+def test_a_1_gib_model_moves_with_flat_memory(env: Env) -> None:
+    # A sparse GGUF (header and tensor infos of a 14-layer Llama, 1.1 GB), pinned and already in the controller
+    # cache: the hub is not asked; the run pushes it (controller) and fetches it (every device) through the registry.
+    tensors = tiny.q4_k_m_tensors(n_layer=14, n_embd=3072, n_ff=8192, n_head=24, n_head_kv=8, n_vocab=128256, tied=True)
+    meta = {"llama.block_count": 14, "llama.embedding_length": 3072, "llama.attention.head_count": 24,
+            "llama.attention.head_count_kv": 8, "llama.vocab_size": 128256}  # fmt: skip
+    source = tiny.write_gguf_header(env.tmp / "big.gguf", "llama", meta, tensors=tensors)
+    size = source.stat().st_size
+    assert size >= 1024**3, size
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    sha = digest.hexdigest()
+    store = env.cache / sha
+    store.mkdir()
+    shutil.copyfile(source, store / FILE)
+    (store / f"{FILE}.sha256").write_text(f"{sha}  {FILE}\n")
+    wrapper_dir = f"/tmp/jlf-rss-{os.environ.get('JETSIM_FLEET', 'jetsim')}"
+    wrapper = f"{wrapper_dir}/python3"
+    os.makedirs(wrapper_dir, exist_ok=True)
+    Path(wrapper).write_text(RSS_WRAPPER.format(real=sys.executable, log=f"{wrapper_dir}/rss.jsonl"))
+    os.chmod(wrapper, 0o755)
+    device_python = _device_python(env.fleet)
+    for host in env.fleet.hosts:
+        env.fleet.exec(host, "mkdir", "-p", wrapper_dir)
+        text = RSS_WRAPPER.format(real=device_python, log=f"{wrapper_dir}/rss.jsonl")
+        env.fleet.exec(host, "sh", "-c", f"cat > {wrapper} && chmod 755 {wrapper}", input=text)
+    try:
+        result = env.run(
+            hf_model_sha256=sha, ansible_python_interpreter=wrapper, fleet_serial=ONE_BATCH,
+            timing="model: 1 GiB through the registry (3 hosts)",
+        )  # fmt: skip
+        _assert_ok(result, env.fleet.hosts)
+        controller = [json.loads(line) for line in Path(f"{wrapper_dir}/rss.jsonl").read_text().splitlines()]
+        devices = {
+            host: [json.loads(line) for line in env.fleet.exec(host, "cat", f"{wrapper_dir}/rss.jsonl").splitlines()]
+            for host in env.fleet.hosts
+        }
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(wrapper_dir, ignore_errors=True)
+        for host in env.fleet.hosts:
+            env.fleet.exec(host, "rm", "-rf", wrapper_dir, check=False)
+    push = [entry["maxrss_kib"] for entry in controller if entry["module"] == "registry_blob"]
+    fetch = {h: [e["maxrss_kib"] for e in entries if e["module"] == "blob_fetch"] for h, entries in devices.items()}
+    print(
+        f"\n{size} bytes: controller registry_blob peak RSS {max(push) // 1024} MiB; device blob_fetch peak RSS "
+        + ", ".join(f"{h} {max(v) // 1024} MiB" for h, v in fetch.items())
+    )
+    assert len(push) == 1 and all(len(v) == 1 for v in fetch.values()), (controller, devices)
+    limit = 200 * 1024  # KiB: the interpreter and Ansible's module wrapper, far below the 1 GiB file
+    assert max(push) < limit and all(max(v) < limit for v in fetch.values()), (push, fetch)
+    for host in env.fleet.hosts:
+        assert env.current(host)[0] == f"{sha}/{FILE}", host
+        assert env.fleet.exec(host, "stat", "-c", "%s", f"{MODELS}/{sha}/{FILE}").strip() == str(size), host
