@@ -14,12 +14,14 @@ times.json and are printed.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
@@ -40,6 +42,8 @@ WORK = harness.CACHE.parent / "cuda-tier"
 IMAGE_REPO = "jetson-llm-fleet/llama-server"
 HITS = re.compile(r"^\s*(?:#\d+ [\d.]+ )?\s*Hits:\s+(\d+)\s*/\s*(\d+)", re.M)  # ccache --show-stats, in BuildKit lines
 TIMES: dict[str, float] = {}
+BUILT: dict[str, str] = {}  # "cold" / "warm" -> image tag
+GIB = 1 << 30
 
 
 @dataclass
@@ -97,7 +101,7 @@ def tier() -> Iterator[Tier]:
         "llama_cpp_build_cuda": True,
         "llama_cpp_build_cuda_architectures": "87",
         "llama_cpp_build_base_image": images["llama-build-cuda"],
-        "llama_cpp_build_runtime_image": images["llama-runtime-cuda"],
+        "llama_cpp_build_runtime_image": images["llama-runtime"],  # plain: the CUDA libraries come from the builder
         "llama_cpp_build_verify_runtime": "",  # no NVIDIA runtime, no driver: the version recorded via the stub
         "llama_cpp_build_dir": str(WORK / "build"),
         "llama_cpp_build_controller_cache_dir": str(WORK / "llama.cpp"),
@@ -167,7 +171,7 @@ def test_cold_cuda_build_through_the_role(tier: Tier, tmp_path: Path) -> None:
 
     build(tier, "cold build (role, CUDA, sm_87)")
 
-    image = newest_image(tier)
+    image = BUILT["cold"] = newest_image(tier)
     labels = json.loads(tier.docker("image", "inspect", "--format", "{{json .Config.Labels}}", image))
     assert labels["io.jetson-llm-fleet.backend"] == "cuda"
     recorded = tier.docker(
@@ -199,11 +203,97 @@ def test_warm_rebuild_comes_from_ccache(tier: Tier) -> None:
     nonce = json.dumps({"llama_cpp_build_cmake_flags": [f"-DJETSIM_TEST_NONCE={uuid.uuid4().hex[:8]}"]})
 
     output = build(tier, "warm rebuild (new flags digest, ccache)", "-e", nonce)
+    BUILT["warm"] = newest_image(tier)
+    assert BUILT["warm"] != BUILT.get("cold"), "the new flags made no new image"
 
     hits = [(int(a), int(b)) for a, b in HITS.findall(output.replace("\\n", "\n"))]
     assert hits, "no ccache statistics in the build output"
     hit, total = hits[-1]
     assert total > 100 and hit / total > 0.9, hits
+
+
+def saved_layers(tier: Tier, image: str, directory: Path) -> list[dict[str, object]]:
+    """The image's layers, base first: diff id, files, bytes on disk and gzip bytes (what a registry would move)."""
+    archive = directory / "image.tar"
+    tier.docker("save", "--output", str(archive), image)
+    layers = []
+    with tarfile.open(archive) as saved:
+        manifest = json.load(saved.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        diff_ids = json.load(saved.extractfile(manifest["Config"]))["rootfs"]["diff_ids"]  # type: ignore[arg-type]
+        for name, diff_id in zip(manifest["Layers"], diff_ids, strict=True):
+            member = saved.getmember(name)
+            while member.issym() or member.islnk():  # Docker 25+ saves OCI layouts with links to blobs/
+                member = saved.getmember(
+                    str(Path(name).parent / member.linkname) if member.issym() else member.linkname
+                )
+            source = saved.extractfile(member)
+            assert source is not None
+            counter = _Counter()
+            with gzip.GzipFile(fileobj=counter, mode="wb", compresslevel=6, mtime=0) as packed:
+                shutil.copyfileobj(source, packed, 1 << 20)
+            source = saved.extractfile(member)
+            with tarfile.open(fileobj=source) as layer:
+                files = [m.name.lstrip("./") for m in layer.getmembers() if not m.isdir()]
+            layers.append({"diff_id": diff_id, "files": files, "bytes": member.size, "gzip": counter.count})
+    archive.unlink()
+    return layers
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.count += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_layers_base_then_cuda_libraries_then_llama_cpp(tier: Tier, tmp_path: Path) -> None:
+    """Issue 12.2: a slim runtime image whose llama.cpp upgrade moves only its own layers."""
+    if "cold" not in BUILT or "warm" not in BUILT:
+        pytest.skip("needs both builds")
+    base = json.loads(
+        tier.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", llama_images.IMAGES["llama-runtime"])
+    )
+    old, new = (saved_layers(tier, BUILT[key], tmp_path) for key in ("cold", "warm"))
+
+    assert [layer["diff_id"] for layer in new[: len(base)]] == base  # 1. the plain base userland, untouched
+    cuda = [i for i, layer in enumerate(new) if any("usr/local/cuda/" in f for f in layer["files"])]  # type: ignore[attr-defined]
+    binaries = [i for i, layer in enumerate(new) if "usr/local/bin/llama-server" in layer["files"]]  # type: ignore[operator]
+    assert cuda == [len(base)], "the CUDA libraries are not one layer right above the base"
+    assert binaries and binaries[0] > cuda[0], "the llama.cpp binaries are not above the CUDA libraries"
+    libraries = sorted(Path(f).name for f in new[cuda[0]]["files"] if "usr/local/cuda/" in f)  # type: ignore[attr-defined]
+    assert libraries == sorted(llama_images.RUNTIME_LIBRARIES), libraries  # cudart, cublas, cublasLt: nothing else
+    # The same layer, byte for byte, in a build with other flags: a device that has it does not fetch it again.
+    assert new[cuda[0]]["diff_id"] == old[cuda[0]]["diff_id"]
+    everything = [f for layer in new for f in layer["files"]]  # type: ignore[attr-defined]
+    toolkit = [
+        f
+        for f in everything
+        if re.search(r"(^|/)(nvcc|cicc|ptxas|cuda_runtime\.h|libcudnn\S*|libnvinfer\S*|libnvrtc\S*)$", f)
+    ]
+    assert not toolkit, toolkit  # no toolkit, no cuDNN, no TensorRT in the runtime image
+    on_disk = int(tier.docker("image", "inspect", "--format", "{{.Size}}", BUILT["warm"]).strip())
+    first = sum(int(layer["gzip"]) for layer in new)  # type: ignore[call-overload]
+    # What this rebuild moved (only the layers whose bytes changed; an unchanged compile can leave the binaries
+    # identical) and what any llama.cpp upgrade moves at most: every layer above the CUDA libraries.
+    moved = sum(int(layer["gzip"]) for layer in new if layer["diff_id"] not in {o["diff_id"] for o in old})  # type: ignore[call-overload]
+    upgrade = sum(int(layer["gzip"]) for layer in new[cuda[0] + 1 :])  # type: ignore[call-overload]
+    sizes = {
+        "image bytes on disk (CUDA)": on_disk,
+        "layers (gzip bytes, base first)": [int(layer["gzip"]) for layer in new],  # type: ignore[call-overload]
+        "layers (tar bytes, base first)": [int(layer["bytes"]) for layer in new],  # type: ignore[call-overload]
+        "first install, bytes moved (gzip)": first,
+        "this rebuild (new flags), bytes moved (gzip)": moved,
+        "llama.cpp upgrade, bytes moved at most (gzip, layers above the CUDA libraries)": upgrade,
+    }
+    print("\nCUDA image sizes:", json.dumps(sizes, indent=2))
+    (WORK / "sizes.json").write_text(json.dumps(sizes, indent=2) + "\n")
+    assert on_disk < GIB, sizes
+    assert upgrade < 100 * 1000 * 1000, sizes
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -63,10 +63,14 @@ Call = Callable[[Event], bool]
 
 
 def command(*subcommand: str) -> Call:
-    """A command task running `<program> <subcommand...>`, e.g. command("docker", "build")."""
+    """A command task running `<program> <subcommand...>`, e.g. command("docker", "build"); or a shell task whose
+    command line runs it (the image build runs in the background through a shell, tasks/build.yml)."""
 
     def matches(event: Event) -> bool:
         argv = event["args"].get("argv") or []
+        if event["action"].endswith("shell"):  # a shell task: the words of its command line, anywhere in it
+            words = re.findall(r"[^\s;|&()]+", str(event["args"].get("cmd") or event["args"].get("_raw_params") or ""))
+            return any(words[i : i + len(subcommand)] == list(subcommand) for i in range(len(words)))
         return (
             event["action"].endswith("command")
             and len(argv) > len(subcommand) - 1

@@ -520,6 +520,12 @@ def write_state(specs: list[HostSpec], known_hosts: dict[str, str]) -> Path:
                         # Documented variables through which jetsim differs from a real device:
                         "jetson_preflight_architectures": ["aarch64", "x86_64"],
                         "jetson_preflight_device_tree_dir": "/sys/firmware/devicetree/base",
+                        # A CPU build from small local bases, every fleet on one disk: the build host's needs
+                        # scaled to it (a real one holds the 10 GB l4t-jetpack builder base and CUDA images).
+                        "jetson_preflight_build_host_disk_checks": [
+                            {"path": "/var/lib/docker", "min_free_mb": 4096},
+                            {"path": "/var/lib/docker-registry", "min_free_mb": 2048},
+                        ],
                         # The fleet's network is internal to this machine: serve without an API key (the product
                         # refuses that unless told, see llama_server_open_access).
                         "llama_server_open_access": True,

@@ -13,13 +13,15 @@ Each is a debootstrap ``minbase`` tarball, made the way ``harness.ensure_rootfs`
 tarball and an unchanged one is made once. Inside a host (whose dockerd is the host's own):
 ``docker import TARBALL jetsim/llama-build:bookworm`` (``import_command``), or ``ensure_images`` against any daemon.
 
-The CUDA build tier (``make test-cuda``, no GPU needed) adds two more, made from those two with ``docker build``:
+The CUDA build tier (``make test-cuda``, no GPU needed) adds one more, made from llama-build with ``docker build``:
 
 - ``jetsim/llama-build-cuda:<CUDA>``: llama-build plus a CUDA toolkit laid out as /usr/local/cuda (bin/nvcc, nvvm,
   include, lib64, and a driver stub lib64/stubs/libcuda.so generated from cuda.h), assembled from NVIDIA's PyPI
-  wheels; like JetPack's images it does not put nvcc on PATH;
-- ``jetsim/llama-runtime-cuda:<CUDA>``: llama-runtime plus the CUDA runtime libraries a llama-server links
-  (cudart, cublas, cublasLt), no toolkit.
+  wheels; like JetPack's images it does not put nvcc on PATH.
+
+Its runtime base is the plain ``jetsim/llama-runtime`` image, as ubuntu:22.04 is on a real fleet: the role's
+Dockerfile takes the CUDA runtime libraries (cudart, cublas, cublasLt) from the builder's toolkit into a layer of
+their own.
 
 The CUDA is 13.0 Update 2, not JetPack 6.2's 12.6: PyPI's CUDA 12.x ``nvidia-cuda-nvcc-cu12`` wheels (12.6.68,
 12.6.85, up to 12.9.86) carry only ptxas, libnvvm and headers: no nvcc driver, cicc, fatbinary, nvlink or
@@ -145,10 +147,8 @@ CUDA_WHEELS: dict[str, str] = {
     "nvidia-cublas": "13.1.0.3",
 }
 CUDA_RECIPE_VERSION = 1
-CUDA_IMAGES: dict[str, str] = {
-    "llama-build-cuda": f"jetsim/llama-build-cuda:{CUDA_VERSION}",
-    "llama-runtime-cuda": f"jetsim/llama-runtime-cuda:{CUDA_VERSION}",
-}
+CUDA_IMAGES: dict[str, str] = {"llama-build-cuda": f"jetsim/llama-build-cuda:{CUDA_VERSION}"}
+# What the role's runtime stage takes from this toolkit (its soname files; the wheels ship no further version).
 RUNTIME_LIBRARIES = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13")
 
 # The driver stub: every function cuda.h declares, returning CUDA_ERROR_STUB_LIBRARY (34) like NVIDIA's stub, under
@@ -162,12 +162,6 @@ RUN set -eu; mkdir -p /usr/local/cuda/lib64/stubs; \\
     gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o /usr/local/cuda/lib64/stubs/libcuda.so /tmp/stub.c; \\
     rm /tmp/stub.c; /usr/local/cuda/bin/nvcc --version; \\
     nm -D /usr/local/cuda/lib64/stubs/libcuda.so | grep -q ' T cuInit$'
-LABEL io.jetson-llm-fleet.jetsim.cuda="{CUDA_VERSION}"
-"""
-CUDA_RUNTIME_DOCKERFILE = f"""FROM {IMAGES["llama-runtime"]}
-COPY --from={CUDA_IMAGES["llama-build-cuda"]} {" ".join("/usr/local/cuda/lib64/" + lib for lib in RUNTIME_LIBRARIES)} \\
-     /usr/local/cuda/lib64/
-RUN echo /usr/local/cuda/lib64 > /etc/ld.so.conf.d/cuda.conf && ldconfig
 LABEL io.jetson-llm-fleet.jetsim.cuda="{CUDA_VERSION}"
 """
 
@@ -261,15 +255,12 @@ def _docker_build(docker: harness.Docker, tag: str, dockerfile: str, context: Pa
 
 
 def ensure_cuda_images(docker: harness.Docker, cache_dir: Path) -> dict[str, str]:
-    """The CUDA tier's builder and runtime bases in the daemon behind ``docker`` (made when absent)."""
+    """The CUDA tier's builder base in the daemon behind ``docker`` (made when absent), with the plain bases."""
     cache_dir = Path(cache_dir)
     ensure_images(docker, cache_dir)
     label = '{{ index .Config.Labels "io.jetson-llm-fleet.jetsim.cuda-recipe" }}'
     wanted = cuda_recipe_hash()
-    for name, dockerfile in (
-        ("llama-build-cuda", CUDA_BUILD_DOCKERFILE),
-        ("llama-runtime-cuda", CUDA_RUNTIME_DOCKERFILE),
-    ):
+    for name, dockerfile in (("llama-build-cuda", CUDA_BUILD_DOCKERFILE),):
         tag = CUDA_IMAGES[name]
         if docker.ok("image", "inspect", tag) and docker("image", "inspect", "--format", label, tag).strip() == wanted:
             continue
@@ -281,7 +272,7 @@ def ensure_cuda_images(docker: harness.Docker, cache_dir: Path) -> dict[str, str
         harness.log(f"building {tag}")
         _docker_build(docker, tag, dockerfile + f'LABEL io.jetson-llm-fleet.jetsim.cuda-recipe="{wanted}"\n', context)
         shutil.rmtree(context, ignore_errors=True)
-    return dict(CUDA_IMAGES)
+    return {**CUDA_IMAGES, "llama-runtime": IMAGES["llama-runtime"]}
 
 
 if __name__ == "__main__":

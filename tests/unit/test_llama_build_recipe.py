@@ -384,3 +384,123 @@ def test_the_gpu_check_script_parses_and_documents_itself() -> None:
     text = script.read_text()
     assert "roles/llama_cpp_build/files/build-llama.sh" in text  # the product's recipe, not a copy
     assert "CUDA_VISIBLE_DEVICES=" in text and "timeout" in text
+
+
+# --------------------------------------------------------------------------------------------- the runtime layers
+
+
+def runtime_stage(dockerfile: str) -> list[str]:
+    """The instructions (continuation lines joined, comments dropped) after the runtime stage's FROM."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    lines = [line for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("FROM ") and line.endswith(" AS runtime"))
+    return lines[start:]
+
+
+@pytest.mark.parametrize("cuda", [False, True], ids=["cpu", "cuda"])
+def test_the_runtime_layers_go_base_then_libraries_then_llama_cpp(cuda: bool) -> None:
+    """Issue 12.2: a llama.cpp upgrade must move only its own layer: what changes least comes first."""
+    stage = runtime_stage(render_dockerfile(llama_cpp_build_cuda=cuda))
+
+    assert stage[0] == "FROM ubuntu:22.04 AS runtime"  # the default base: L4T R36's userland, no CUDA in it
+    layers = [line for line in stage if line.split()[0] in ("COPY", "RUN", "ADD")]
+    assert layers[0] == "COPY --from=builder /runtime-libs/ /", layers  # right above the base, one layer
+    binaries = next(i for i, line in enumerate(layers) if "/out/bin/" in line)
+    assert binaries > 0 and all("/runtime-libs" not in line for line in layers[1:]), layers
+    # Nothing of the toolkit but what --collect-libs picks: no COPY of /usr/local/cuda or of the builder's root.
+    copies = [line for line in layers if line.startswith("COPY")]
+    assert not [line for line in copies if re.search(r"/usr/local/cuda|--from=builder / ", line)], copies
+    env = next(line for line in stage if line.startswith("ENV LD_LIBRARY_PATH="))
+    assert ("/usr/local/cuda/lib64" in env) is cuda, env
+
+
+def test_the_runtime_libraries_are_collected_before_the_source_enters() -> None:
+    """A RUN after COPY src/ reruns for every ref: the libraries' layer would then differ per release."""
+    dockerfile = render_dockerfile(llama_cpp_build_cuda=True)
+    collect = next(command for command in run_instructions(dockerfile) if "--collect-libs" in command)
+    assert "--backend cuda" in collect
+    assert dockerfile.index("--collect-libs") < dockerfile.index("COPY src/")
+
+
+def shared_library(path: Path, soname: str) -> None:
+    source = path.parent / "empty.c"
+    source.write_text("int placeholder(void) { return 0; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(path), str(source)], check=True)
+    source.unlink()
+
+
+def jetpack_toolkit(tmp_path: Path) -> Path:
+    """A toolkit laid out like JetPack 6's: lib64 -> targets/aarch64-linux/lib, versioned files, soname links."""
+    home = tmp_path / "cuda"
+    lib = home / "targets/aarch64-linux/lib"
+    lib.mkdir(parents=True)
+    (home / "bin").mkdir()
+    (home / "bin/nvcc").write_text("#!/bin/sh\n")
+    (home / "lib64").symlink_to("targets/aarch64-linux/lib")
+    for name, version in (("libcudart", "12.6.68"), ("libcublas", "12.6.4.1"), ("libcublasLt", "12.6.4.1"),
+                          ("libnvrtc", "12.6.85"), ("libcufft", "11.2.6.59")):  # fmt: skip
+        major = version.split(".")[0]
+        shared_library(lib / f"{name}.so.{version}", f"{name}.so.{major}")
+        (lib / f"{name}.so.{major}").symlink_to(f"{name}.so.{version}")
+        (lib / f"{name}.so").symlink_to(f"{name}.so.{major}")
+    return home
+
+
+def collected(directory: Path) -> dict[str, tuple[str, int, int, bytes | str]]:
+    """path -> (kind, mode, mtime, content or link target) of everything under directory."""
+    found: dict[str, tuple[str, int, int, bytes | str]] = {}
+    for path in sorted(directory.rglob("*")):
+        info = path.lstat()
+        if path.is_symlink():
+            found[str(path.relative_to(directory))] = ("link", 0, int(info.st_mtime), os.readlink(path))
+        elif path.is_dir():
+            found[str(path.relative_to(directory))] = ("dir", info.st_mode & 0o7777, int(info.st_mtime), "")
+        else:
+            found[str(path.relative_to(directory))] = (
+                "file",
+                info.st_mode & 0o7777,
+                int(info.st_mtime),
+                path.read_bytes(),
+            )
+    return found
+
+
+@pytest.mark.skipif(not shutil.which("gcc") or not shutil.which("readelf"), reason="needs gcc and readelf")
+def test_collect_libs_takes_only_the_runtime_libraries_with_their_soname_links(tmp_path: Path) -> None:
+    home = jetpack_toolkit(tmp_path)
+    out = tmp_path / "runtime-libs"
+
+    proc = recipe(os.environ["PATH"], "--collect-libs", str(out), "--backend", "cuda", CUDA_HOME=str(home))
+
+    assert proc.returncode == 0, proc.stderr
+    lib64 = out / "usr/local/cuda/lib64"
+    assert sorted(p.name for p in lib64.iterdir()) == sorted(
+        ["libcudart.so.12", "libcudart.so.12.6.68", "libcublas.so.12", "libcublas.so.12.6.4.1",
+         "libcublasLt.so.12", "libcublasLt.so.12.6.4.1"]
+    )  # fmt: skip
+    assert os.readlink(lib64 / "libcublas.so.12") == "libcublas.so.12.6.4.1"  # the loader finds it by its soname
+    assert (out / "usr/local/lib/llama.cpp/libgomp.so.1").is_file()
+    assert not list(out.rglob("nvcc")) and not list(out.rglob("libnvrtc*"))  # no toolkit, no other library
+
+
+@pytest.mark.skipif(not shutil.which("gcc") or not shutil.which("readelf"), reason="needs gcc and readelf")
+def test_collect_libs_gives_the_same_bytes_and_times_on_every_run(tmp_path: Path) -> None:
+    """The layer made from the collection is byte-identical across builds only if nothing in it depends on when."""
+    home = jetpack_toolkit(tmp_path)
+    runs = []
+    for index in range(2):
+        out = tmp_path / f"run{index}"
+        os.utime(home / "targets/aarch64-linux/lib/libcudart.so.12.6.68", (1e9 + index, 1e9 + index))
+        proc = recipe(os.environ["PATH"], "--collect-libs", str(out), "--backend", "cuda", CUDA_HOME=str(home))
+        assert proc.returncode == 0, proc.stderr
+        runs.append(collected(out))
+    assert runs[0] == runs[1]
+    assert {mtime for _, _, mtime, _ in runs[0].values()} == {946684800}  # 2000-01-01 UTC, whatever the source says
+    assert {mode for kind, mode, _, _ in runs[0].values() if kind == "file"} == {0o644}
+
+
+def test_collect_libs_without_the_toolkit_names_what_is_missing(tmp_path: Path) -> None:
+    proc = recipe(os.environ["PATH"], "--collect-libs", str(tmp_path / "out"), "--backend", "cuda",
+                  CUDA_HOME=str(tmp_path / "none"))  # fmt: skip
+    assert proc.returncode == 2
+    assert "no libcudart.so.<major> in" in proc.stderr and "is the CUDA toolkit complete?" in proc.stderr

@@ -21,6 +21,11 @@
 #   --ref R --commit C --flags-digest D   recorded in build-config.txt; a bNNNN ref sets LLAMA_BUILD_NUMBER
 #   --base-image NAME  named in the message when a tool is missing (the image to fix)
 #   --check-tools      only check the tools, then exit (0: all there, 3: some missing)
+#   --collect-libs DIR only lay out under DIR the shared libraries the runtime image takes from this builder, then
+#                      exit: libgomp.so.1 (OpenMP, from the compiler) in DIR/usr/local/lib/llama.cpp and, for
+#                      --backend cuda, cudart, cublas and cublasLt (file + soname link) in DIR/usr/local/cuda/lib64.
+#                      Owner root, modes 0755/0644, every mtime 2000-01-01: the same toolkit gives the same bytes,
+#                      so the image layer made from DIR is identical across llama.cpp refs and flags.
 #   --print-jobs       only print the job count --jobs 0 would choose, then exit
 #
 # Jobs from memory: what is free now (MemAvailable: a build host may be serving a model), less a reserve, divided
@@ -37,7 +42,7 @@ RESERVE_MIB="${LLAMA_BUILD_RESERVE_MIB:-1024}"    # left to the rest of the syst
 MEMINFO="${LLAMA_BUILD_MEMINFO:-/proc/meminfo}"
 
 src=/src build=/build out=/out backend=cpu cuda_archs=87 jobs=0 ccache_dir="${CCACHE_DIR:-}"
-targets="llama-server llama-bench" ref="" commit="" flags_digest="" base_image="" mode=build
+targets="llama-server llama-bench" ref="" commit="" flags_digest="" base_image="" mode=build collect_dir=""
 cmake_flags=()
 
 die() { echo "build-llama.sh: $*" >&2; exit 2; }
@@ -56,6 +61,9 @@ while (($#)); do
             esac
             shift 2 ;;
         --check-tools) mode=check-tools; shift ;;
+        --collect-libs)
+            (($# >= 2)) || die "$1 needs a value"
+            mode=collect-libs collect_dir="$2"; shift 2 ;;
         --print-jobs) mode=print-jobs; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument '$1' (--help lists the options)" ;;
@@ -129,8 +137,50 @@ choose_jobs() {
     echo "build-llama.sh: jobs: ${n} (MemAvailable ${available} MiB - ${RESERVE_MIB} MiB reserve, ${per} MiB per ${backend} job, ${cpus} CPUs)" >&2
 }
 
+# The runtime libraries (see --collect-libs). A library is found by its soname link (libcublas.so.12 ->
+# libcublas.so.12.6.4.1 in JetPack; the PyPI wheels ship libcublas.so.13 as a file): the file is copied under its
+# own name and the soname link is made next to it.
+collect_libs() {
+    local dest="$1" libdir gomp name dir found real soname
+    [[ -n "${dest}" && "${dest}" == /* ]] || die "--collect-libs needs an absolute directory, not '${dest}'"
+    rm -rf "${dest}"
+    libdir="${dest}/usr/local/lib/llama.cpp"
+    mkdir -p "${libdir}"
+    gomp="$(gcc -print-file-name=libgomp.so.1 2> /dev/null || true)"
+    [[ "${gomp}" == /* && -e "${gomp}" ]] || gomp="$(ldconfig -p 2> /dev/null | awk '$1 == "libgomp.so.1" {print $NF; exit}')"
+    [[ -n "${gomp}" && -e "${gomp}" ]] || die "no libgomp.so.1 in the builder (package libgomp1): llama.cpp's OpenMP needs it"
+    cp -L "${gomp}" "${libdir}/libgomp.so.1"
+    if [[ "${backend}" == cuda ]]; then
+        mkdir -p "${dest}/usr/local/cuda/lib64"
+        for name in libcudart libcublas libcublasLt; do
+            found=""
+            for dir in "${cuda_home}/lib64" "${cuda_home}"/targets/*/lib; do
+                for candidate in "${dir}/${name}.so."*; do
+                    [[ "${candidate##*/}" =~ ^${name}\.so\.[0-9]+$ && -e "${candidate}" ]] || continue
+                    found="${candidate}"; break 2
+                done
+            done
+            [[ -n "${found}" ]] || die "no ${name}.so.<major> in ${cuda_home}/lib64 or ${cuda_home}/targets/*/lib: is the CUDA toolkit complete?"
+            real="$(readlink -f "${found}")"
+            soname="$(readelf -d "${real}" | awk '/SONAME/ {gsub(/[][]/, "", $NF); print $NF}')"
+            cp -L "${real}" "${dest}/usr/local/cuda/lib64/${real##*/}"
+            [[ -z "${soname}" || "${soname}" == "${real##*/}" ]] || ln -s "${real##*/}" "${dest}/usr/local/cuda/lib64/${soname}"
+            [[ "${soname:-${real##*/}}" == "${found##*/}" || -e "${dest}/usr/local/cuda/lib64/${found##*/}" ]] \
+                || ln -s "${real##*/}" "${dest}/usr/local/cuda/lib64/${found##*/}"
+        done
+    fi
+    find "${dest}" -type d -exec chmod 0755 {} +
+    find "${dest}" -type f -exec chmod 0644 {} +
+    chown -R -h 0:0 "${dest}" 2> /dev/null || true
+    find "${dest}" -exec touch -h -d '2000-01-01 00:00:00 UTC' {} +
+    (cd "${dest}" && find . -mindepth 1 | LC_ALL=C sort | while read -r path; do
+        if [[ -L "${path}" ]]; then echo "${path#./} -> $(readlink "${path}")"; elif [[ -f "${path}" ]]; then echo "${path#./} $(wc -c < "${path}")"; fi
+    done)
+}
+
 case "${mode}" in
     check-tools) check_tools; exit ;;
+    collect-libs) collect_libs "${collect_dir}"; exit ;;
     print-jobs) choose_jobs; exit ;;
 esac
 
