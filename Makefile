@@ -25,16 +25,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed ## Create .venv with the pinned Python dependencies
 
-system-deps: ## Install Docker engine, debootstrap, iptables, ssh client, docker-registry, htpasswd (Debian/Ubuntu, root) if missing
-	@missing=""; for tool in dockerd:docker.io debootstrap:debootstrap iptables:iptables ssh:openssh-client docker-registry:docker-registry htpasswd:apache2-utils; do \
+system-deps: ## Install Docker engine, debootstrap, iptables, ssh client, docker-registry, htpasswd, promtool (Debian/Ubuntu, root) if missing
+	@missing=""; for tool in dockerd:docker.io debootstrap:debootstrap iptables:iptables ssh:openssh-client docker-registry:docker-registry htpasswd:apache2-utils promtool:prometheus; do \
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-lint: venv ## yamllint --strict, ansible-lint (production), syntax-check, ruff, mypy, ansible-test sanity
-	$(PY) -m pytest -q tests/unit/test_lint.py $(PYTEST_ARGS)
+lint: venv ## yamllint --strict, ansible-lint (production), syntax-check, ruff, mypy, ansible-test sanity, promtool
+	$(PY) -m pytest -q tests/unit/test_lint.py tests/unit/test_monitoring_rules.py $(PYTEST_ARGS)
 
 docs: venv ## Rewrite the variable tables of README.md and roles/*/README.md from meta/argument_specs.yml
 	$(PY) tests/tools/role_docs.py
