@@ -17,9 +17,8 @@ description:
   - Existing files are reused. The server certificate is issued again when its names differ from O(names), when it
     was not signed by the CA in O(path), or when it expires within O(renew_days) days. The CA is never replaced
     while its key and certificate are there (every device trusts it).
-  - Every file is written with mode 0600 (the certificates too: the directory is the fleet's secret store), the
-    directory with 0700. Uses the C(cryptography)
-    library (a dependency of ansible-core).
+  - Every file is written with mode 0600 (the certificates too, since the directory is the fleet's secret store),
+    the directory with 0700. Uses the C(cryptography) library (a dependency of ansible-core).
 author:
   - jetson-llm-fleet developers (!UNKNOWN)
 options:
