@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv system-deps lint docs test test-fast demo jetsim-up jetsim-down jetsim-status verify benchmark status clean
+.PHONY: help venv system-deps lint docs test test-fast demo jetsim-up jetsim-down jetsim-status verify benchmark bench-converge status clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,10 @@ verify: venv ## testinfra checks against INVENTORY (default inventory/hosts.yml)
 
 benchmark: venv ## Benchmark the fleet of INVENTORY: reports/<UTC time>/<host>.json, fleet.md, fleet.html
 	ansible-playbook -i $(INVENTORY) playbooks/benchmark.yml
+
+BENCH_HOSTS ?= 1 3
+bench-converge: venv system-deps ## Converge benchmark on jetsim (BENCH_HOSTS="1 3 6"): table, reports/bench-converge/
+	$(PY) bench/converge.py --hosts $(BENCH_HOSTS) $(BENCH_ARGS)
 
 status: venv ## The fleet of INVENTORY at a glance (jetson-fleet status)
 	$(PY) -m jetson_fleet -i $(INVENTORY) status

@@ -38,10 +38,11 @@ def run(*args: str, env: dict[str, str] | None = None) -> None:
 
 
 def python_sources() -> list[str]:
-    """Python files under the collection plugins, tests/jetsim, tests/tools and jetson_fleet (the typed code)."""
+    """Python files under the collection plugins, tests/jetsim, tests/tools, bench and jetson_fleet (the typed code)."""
     files = sorted((COLLECTION / "plugins").rglob("*.py")) + sorted((REPO / "tests" / "jetsim").glob("*.py"))
     files += sorted((REPO / "jetson_fleet").rglob("*.py"))
     files += sorted((REPO / "tests" / "tools").glob("*.py"))
+    files += sorted((REPO / "bench").rglob("*.py"))
     return [str(path.relative_to(REPO)) for path in files]
 
 
