@@ -535,8 +535,10 @@ def write_state(specs: list[HostSpec], known_hosts: dict[str, str]) -> Path:
                     },
                 }
             },
-            # Fleet-wide settings that the controller plays (hosts: localhost) need too.
-            "vars": _fleet_vars(),
+            # Fleet-wide settings that the controller plays (hosts: localhost) need too. The registry's CA and
+            # certificate belong to this fleet (its registry address): fleets side by side must not rewrite one
+            # shared certificate under each other's running registries.
+            "vars": {**_fleet_vars(), "fleet_registry_secrets_dir": str(STATE / "registry-secrets")},
         }
     }
     path = STATE / "inventory.yml"
