@@ -57,7 +57,8 @@ def test_base_image_is_a_build_argument_and_ansible_core_is_the_projects_pin(con
 def test_the_galaxy_requirement_installs_the_collection_from_the_context(context: Path, tmp_path: Path) -> None:
     build = context / "_build"  # the galaxy stage's WORKDIR /build
     subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "install", "-r", "requirements.yml", "-p", str(tmp_path)],
+        [str(BIN / "ansible-galaxy"), "collection", "install", "--force", "-r", "requirements.yml",
+         "-p", str(tmp_path)],
         cwd=build, check=True, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     manifest = json.loads((tmp_path / "ansible_collections/jetson_llm/fleet/MANIFEST.json").read_text())
