@@ -96,6 +96,7 @@ def _layers(fleet: Fleet, digest: str) -> list[dict[str, Any]]:
     return list(manifest["layers"])
 
 
+@pytest.mark.pending
 def test_a_corrupted_layer_fails_the_pull_on_its_digest_and_nothing_starts(
     fleet: Fleet, registry: dict[str, str]
 ) -> None:
@@ -163,6 +164,7 @@ def test_the_image_reaches_a_device_by_digest_from_the_registry_and_no_archive(
     assert again.changed() == {host: 0 for host in fleet.hosts}, again.output[-4000:]
 
 
+@pytest.mark.pending
 def test_registry_unreachable_fails_the_device_naming_the_registry_and_a_rerun_continues(
     fleet: Fleet, registry: dict[str, str]
 ) -> None:
@@ -192,6 +194,7 @@ def test_registry_unreachable_fails_the_device_naming_the_registry_and_a_rerun_c
     assert _pulled(again) == {"jetson-3"} and tag in _release(fleet, "jetson-3")
 
 
+@pytest.mark.pending
 def test_wrong_credentials_or_an_untrusted_certificate_are_refused_without_plain_http(
     fleet: Fleet, registry: dict[str, str]
 ) -> None:

@@ -411,6 +411,7 @@ def test_an_interrupted_device_fetch_resumes(env: Env) -> None:
 
 
 @needs_registry
+@pytest.mark.pending
 def test_a_1_gib_model_moves_with_flat_memory(env: Env) -> None:
     # A sparse GGUF (header and tensor infos of a 14-layer Llama, 1.1 GB), pinned and already in the controller
     # cache: the hub is not asked; the run pushes it (controller) and fetches it (every device) through the registry.
